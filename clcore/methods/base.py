@@ -1,0 +1,164 @@
+"""The method protocol and the default task loop.
+
+A method owns its network, optimiser, generator and (if any) buffer. The default `train_task` loops
+epochs and batches of a task's device-resident data and calls `observe`, which performs one optimiser
+step and returns its losses as device tensors ({"loss": total, ...components}). Nothing in the loop
+synchronises with the device: losses are summed on the device and copied once per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..augment import Transform
+from ..errors import NonFiniteLossError
+from ..results import metric_rows
+
+
+@dataclass
+class Hparams:
+    lr: float = 0.1          # Mammoth best_args seq-cifar10 sgd (baselines.md §5.2)
+    n_epochs: int = 1        # set by the benchmark protocol
+    batch_size: int = 32     # set by the benchmark protocol
+    optim_wd: float = 0.0    # Mammoth default: no weight decay
+    optim_mom: float = 0.0   # Mammoth default: plain SGD
+
+
+@dataclass
+class Context:
+    """What a method knows about the benchmark and the run."""
+
+    n_classes: int
+    task_classes: list[tuple[int, ...]]
+    transform: Transform
+    device: torch.device
+    seed: int
+    buffer_size: int
+    make_net: Callable[[], nn.Module]  # a freshly initialised backbone (Joint re-initialises)
+    reset_optimizer_each_task: bool = False
+
+
+class LossLog:
+    """Per-epoch sums of a task's losses on the device, and the first step with a non-finite loss."""
+
+    def __init__(self, task: int, device):
+        self.task, self.sums, self.steps = task, {}, 0
+        self.first_bad_step = torch.tensor(-1, device=device)
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            value = value.detach()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        if "loss" in losses:
+            bad = ~torch.isfinite(losses["loss"].detach()) & (self.first_bad_step < 0)
+            self.first_bad_step = torch.where(bad, self.steps, self.first_bad_step)
+        self.steps += 1
+
+    def flush(self, epoch: int, steps_in_epoch: int) -> list[dict]:
+        """Rows of per-epoch mean losses; raises NonFiniteLossError naming the task and step."""
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"non-finite loss in task {self.task + 1} (index {self.task}), epoch {epoch + 1}, "
+                f"step {bad + 1} of the task; the last checkpoint holds the state after the previous task. "
+                f"Lower the learning rate or check the inputs."
+            )
+        rows = [metric_rows(f"loss/{name}", float(total) / max(steps_in_epoch, 1), after_task=self.task, epoch=epoch,
+                            step=self.steps) for name, total in self.sums.items()]
+        self.sums = {}
+        return rows
+
+
+class ContinualMethod(nn.Module):
+    Hparams = Hparams
+    uses_buffer = False  # True: the run's buffer size is the method's memory
+    random_init_probe = True  # False where the untrained model cannot predict (FWT undefined)
+    full_accuracy_matrix = True  # False where rows before the last task are not a trained model's
+    frozen: tuple[str, ...] = ()  # submodules kept in eval mode (teacher copies)
+
+    def __init__(self, net: nn.Module, hp: Hparams, ctx: Context):
+        super().__init__()
+        self.net, self.hp, self.ctx = net, hp, ctx
+        self.transform, self.device = ctx.transform, ctx.device
+        self.generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+        self.opt = self.make_optimizer()
+        self.task = -1
+
+    # -- protocol -----------------------------------------------------------------------------------
+    def begin_task(self, task) -> None:
+        self.task = task.index
+        if self.ctx.reset_optimizer_each_task and task.index > 0:
+            self.opt = self.make_optimizer()
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, x_raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def end_task(self, task) -> None:
+        pass
+
+    def forward(self, x):
+        return self.net(x)
+
+    def predict(self, x):
+        """Scores over all classes; the arg-max is the class-IL prediction."""
+        return self.net(x)
+
+    def train_task(self, task, on_epoch=None) -> list[dict]:
+        log, rows = LossLog(task.index, self.device), []
+        n, bs = task.x.shape[0], self.hp.batch_size
+        for epoch in range(self.hp.n_epochs):
+            start_steps = log.steps
+            perm = torch.randperm(n, generator=self.generator, device=self.device)
+            for start in range(0, n, bs):
+                idx = perm[start : start + bs]
+                x_raw, y = task.x[idx], task.y[idx]
+                extras = {name: values[idx] for name, values in task.fields.items()}
+                log.add(self.observe(self.transform.train(x_raw, self.generator), y, x_raw, **extras))
+            rows += log.flush(epoch, log.steps - start_steps)
+            if on_epoch:
+                on_epoch(epoch)
+        return rows
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.net.parameters(), lr=self.hp.lr, momentum=self.hp.optim_mom,
+                               weight_decay=self.hp.optim_wd)
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def frozen_copy(self, module: nn.Module) -> nn.Module:
+        """A deep copy with gradients off (the caller registers it under a name listed in `frozen`)."""
+        teacher = copy.deepcopy(module).eval()
+        return teacher.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
+    # -- checkpointing: nn.Module.state_dict() carries parameters; this carries the rest -----------------
+    def extra_state(self) -> dict:
+        return {"buffer": self.buffer.state_dict()} if self.uses_buffer else {}
+
+    def load_extra(self, state: dict) -> None:
+        if self.uses_buffer:
+            self.buffer.load_state_dict(state["buffer"])
+
+    def get_extra_state(self):
+        return {"opt": self.opt.state_dict(), "rng": self.generator.get_state(), "task": self.task,
+                "method": self.extra_state()}
+
+    def set_extra_state(self, state):
+        self.opt.load_state_dict(state["opt"])
+        self.generator.set_state(state["rng"])
+        self.task = state["task"]
+        self.load_extra(state["method"])

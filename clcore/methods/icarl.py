@@ -1,0 +1,100 @@
+"""iCaRL (Rebuffi et al., CVPR 2017), Mammoth `models/icarl.py` @d75fe5f: LwF-MC's sigmoid
+distillation loss on the task's data merged with the exemplars, herding exemplar selection, and a
+nearest-mean-of-exemplars classifier, score_c = −‖μ_c − φ(x)‖².
+
+`nmc`: `legacy` (upstream: unnormalised features, class means accumulated batch by batch as
+m ← (m + batch_mean)/2), `exact` (true means), `current` (current Mammoth: L2-normalised features,
+exemplars plus their horizontal flips, renormalised means, herding on normalised features).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..buffers import ClassBalancedBuffer
+from . import register
+from .lwf import LwFMC, LwFMCHparams
+
+
+@dataclass
+class ICaRLHparams(LwFMCHparams):
+    lr: float = 0.1          # best_args seq-cifar10 buffer 200 (baselines.md §5.2)
+    optim_wd: float = 1e-5   # idem
+    nmc: str = "legacy"      # legacy | exact | current
+    selection: str = "herding"  # herding | random
+
+
+def running_mean(features: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Upstream's batch-wise class mean m ← (m + batch mean)/2, exact only within one batch."""
+    mean = None
+    for start in range(0, features.shape[0], batch_size):
+        batch_mean = features[start:start + batch_size].mean(0)
+        mean = batch_mean if mean is None else (mean + batch_mean) / 2
+    return mean
+
+
+@register("icarl")
+class ICaRL(LwFMC):
+    Hparams = ICaRLHparams
+    uses_buffer = True
+    random_init_probe = False  # the nearest-mean classifier needs exemplars
+
+    def __init__(self, net, hp, ctx):
+        if hp.nmc not in ("legacy", "exact", "current"):
+            raise ValueError(f"nmc must be 'legacy', 'exact' or 'current', not {hp.nmc!r}")
+        super().__init__(net, hp, ctx)
+        self.buffer = ClassBalancedBuffer(ctx.buffer_size, ctx.device, self.generator, hp.selection)
+        self.class_means = None
+
+    def begin_task(self, task):
+        super().begin_task(task)
+        if len(self.buffer):  # replay by merging the exemplars into the task's training set
+            task.x, task.y = torch.cat([task.x, self.buffer.x]), torch.cat([task.y, self.buffer.y])
+
+    def observe(self, x, y, x_raw):
+        self.class_means = None
+        return super().observe(x, y, x_raw)
+
+    @torch.no_grad()
+    def features(self, x_raw: torch.Tensor) -> torch.Tensor:
+        """φ of non-augmented images in eval mode (L2-normalised for nmc=current)."""
+        was_training = self.net.training
+        self.net.eval()
+        feats = torch.cat([self.net.features(self.transform.test(x_raw[i:i + 1024]))
+                           for i in range(0, x_raw.shape[0], 1024)])
+        self.net.train(was_training)
+        return F.normalize(feats, dim=1) if self.hp.nmc == "current" else feats
+
+    def end_task(self, task):
+        super().end_task(task)
+        new = [c for c in task.classes]
+        mask = (task.y[:, None] == torch.tensor(new, device=self.device)[None]).any(1)
+        seen = self.ctx.task_classes[task.index][-1] + 1
+        self.buffer.update(task.x[mask], task.y[mask], seen, self.features)
+        self.class_means = None
+
+    def compute_class_means(self) -> torch.Tensor:
+        means = torch.full((self.ctx.n_classes, self.net.feature_dim), float("nan"), device=self.device)
+        for c in self.buffer.y.unique().tolist():
+            x = self.buffer.x[self.buffer.y == c]
+            if self.hp.nmc == "current":
+                mean = torch.cat([self.features(x), self.features(x.flip(3))]).mean(0)
+                means[c] = F.normalize(mean, dim=0)
+            elif self.hp.nmc == "exact":
+                means[c] = self.features(x).mean(0)
+            else:
+                means[c] = running_mean(self.features(x), self.hp.batch_size)
+        return means
+
+    @torch.no_grad()
+    def predict(self, x):
+        if not len(self.buffer):
+            return self.net(x)
+        if self.class_means is None:
+            self.class_means = self.compute_class_means()
+        feats = self.net.features(x)
+        if self.hp.nmc == "current":
+            feats = F.normalize(feats, dim=1)
+        scores = -((feats[:, None, :] - self.class_means[None]) ** 2).sum(-1)
+        return scores.nan_to_num(nan=float("-inf"))

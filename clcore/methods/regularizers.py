@@ -1,0 +1,125 @@
+"""Parameter-importance regularisers shared by EWC, SI, AR1* and BI-R (baselines.md §4).
+
+Both keep per-parameter lists and penalise Σ_k importance_k · (θ_k − θ*_k)².
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def quadratic_penalty(params, importance, anchor) -> torch.Tensor:
+    return sum(((p - a) ** 2 * w).sum() for p, w, a in zip(params, importance, anchor))
+
+
+class SIImportance:
+    """Synaptic Intelligence (Zenke et al. 2017).
+
+    estimator `lr_grad_sq` (Mammoth): W += lr·g² with g the (clipped) gradient used in the step;
+    `path_integral` (Zenke, BI-R): W += −g ⊙ (θ_after − θ_before), valid for any optimiser.
+    At the end of a task Ω += W / ((θ − θ_start)² + ξ) and θ* ← θ.
+    """
+
+    def __init__(self, params, xi: float, estimator: str = "lr_grad_sq", omega_max: float | None = None):
+        if estimator not in ("lr_grad_sq", "path_integral"):
+            raise ValueError(f"SI estimator must be 'lr_grad_sq' or 'path_integral', not {estimator!r}")
+        self.params = list(params)
+        self.xi, self.estimator, self.omega_max = xi, estimator, omega_max
+        self.anchor = [p.detach().clone() for p in self.params]  # θ_start of task 1 = initial weights
+        self.omega = None
+        self.small_omega = [torch.zeros_like(p) for p in self.params]
+        self._before = None
+
+    def penalty(self) -> torch.Tensor | float:
+        return 0.0 if self.omega is None else quadratic_penalty(self.params, self.omega, self.anchor)
+
+    def before_step(self) -> None:
+        if self.estimator == "path_integral":
+            self._before = [p.detach().clone() for p in self.params]
+
+    def after_step(self, lr: float, grads=None) -> None:
+        """Accumulate W from `grads` (default: each parameter's .grad, the gradient the step used)."""
+        grads = [p.grad for p in self.params] if grads is None else grads
+        for i, (w, p, g) in enumerate(zip(self.small_omega, self.params, grads)):
+            if g is None:
+                continue
+            if self.estimator == "lr_grad_sq":
+                w.add_(lr * g.detach() ** 2)
+            else:
+                w.add_(-g.detach() * (p.detach() - self._before[i]))
+
+    def consolidate(self) -> None:
+        new = [w / ((p.detach() - a) ** 2 + self.xi) for w, p, a in zip(self.small_omega, self.params, self.anchor)]
+        self.omega = new if self.omega is None else [o + n for o, n in zip(self.omega, new)]
+        if self.omega_max is not None:
+            self.omega = [o.clamp(max=self.omega_max) for o in self.omega]
+        self.anchor = [p.detach().clone() for p in self.params]
+        self.small_omega = [torch.zeros_like(p) for p in self.params]
+
+    def state_dict(self) -> dict:
+        return {"anchor": self.anchor, "omega": self.omega, "small_omega": self.small_omega}
+
+    def load_state_dict(self, state) -> None:
+        self.anchor, self.omega, self.small_omega = state["anchor"], state["omega"], state["small_omega"]
+
+
+class EWCFisher:
+    """Online EWC (Schwarz et al. 2018) as in Mammoth's `ewc_on`: F ← γ·F + F_new, θ* ← θ.
+
+    `fisher`: `mammoth` weights each squared log-likelihood gradient by p(y|x) (upstream),
+    `empirical` does not, `expected` sums over classes c weighted by p(c|x) (van de Ven).
+    `fisher_bn`: `train` keeps the network in train mode during estimation (upstream: every
+    single-sample forward updates BN running statistics), `eval` does not.
+    `fisher_norm`: `batches_times_b` divides by N_batches·B (upstream, over-counts a partial last
+    batch), `n_samples` by the sample count.
+    """
+
+    def __init__(self, net, gamma: float = 1.0, fisher: str = "mammoth", fisher_bn: str = "train",
+                 fisher_norm: str = "batches_times_b", half: bool = False):
+        for name, value, valid in (("fisher", fisher, ("mammoth", "empirical", "expected")),
+                                   ("fisher_bn", fisher_bn, ("train", "eval")),
+                                   ("fisher_norm", fisher_norm, ("batches_times_b", "n_samples"))):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, not {value!r}")
+        self.net, self.gamma, self.fisher, self.fisher_bn, self.fisher_norm = net, gamma, fisher, fisher_bn, fisher_norm
+        self.half = half
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.importance = None
+        self.anchor = None
+
+    def penalty(self) -> torch.Tensor | float:
+        if self.importance is None:
+            return 0.0
+        r = quadratic_penalty(self.params, self.importance, self.anchor)
+        return 0.5 * r if self.half else r
+
+    def estimate(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+        """Diagonal Fisher from single-example gradients over `inputs` (already transformed)."""
+        was_training = self.net.training
+        self.net.train(self.fisher_bn == "train")
+        fisher = [torch.zeros_like(p) for p in self.params]
+        for x, y in zip(inputs, labels):
+            log_p = F.log_softmax(self.net(x[None]), dim=1)[0]
+            classes = range(log_p.shape[0]) if self.fisher == "expected" else [int(y)]
+            for c in classes:
+                grads = torch.autograd.grad(log_p[c], self.params, retain_graph=True, allow_unused=True)
+                weight = 1.0 if self.fisher == "empirical" else log_p[c].detach().exp()
+                for f, g in zip(fisher, grads):
+                    if g is not None:
+                        f.add_(weight * g ** 2)
+        n = len(labels)
+        norm = -(-n // batch_size) * batch_size if self.fisher_norm == "batches_times_b" else n
+        self.net.train(was_training)
+        return [f / norm for f in fisher]
+
+    def update(self, new_fisher: list[torch.Tensor]) -> None:
+        self.importance = new_fisher if self.importance is None else [
+            self.gamma * f + n for f, n in zip(self.importance, new_fisher)]
+        self.anchor = [p.detach().clone() for p in self.params]
+
+    def state_dict(self) -> dict:
+        return {"importance": self.importance, "anchor": self.anchor}
+
+    def load_state_dict(self, state) -> None:
+        self.importance, self.anchor = state["importance"], state["anchor"]

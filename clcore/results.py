@@ -1,0 +1,123 @@
+"""The Parquet schemas of every result table, and their writers and readers.
+
+Schemas are versioned through the `schema_version` metadata key. Per-run files carry no identity
+columns (benchmark, method, buffer, seed live in the run's path and run.json); `collect` adds them
+once, with explicit types (pipeline.md §14).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .io import atomic_path
+
+SCHEMA_VERSION = "1"
+SETTINGS = ("class_il", "task_il")
+SUMMARY_METRICS = ("faa", "aia", "forgetting", "forgetting_mammoth", "bwt", "fwt")
+RANDOM_INIT_ROW = -1  # `after_task` of the randomly initialised network's evaluation (FWT probe)
+
+_meta = {"schema_version": SCHEMA_VERSION}
+
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("metric", pa.string(), nullable=False),  # accuracy, loss/<name>, or a method extra
+        pa.field("setting", pa.string()),                  # class_il | task_il | "" (not per setting)
+        pa.field("after_task", pa.int16()),                # -1 = random-init probe
+        pa.field("eval_task", pa.int16()),                 # null when not per evaluated task
+        pa.field("epoch", pa.int16()),
+        pa.field("step", pa.int64()),
+        pa.field("value", pa.float64()),
+    ],
+    metadata=_meta,
+)
+
+_identity = [
+    pa.field("benchmark", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),   # registry name
+    pa.field("run_name", pa.string(), nullable=False),  # path component: method or method-h<hash>
+    pa.field("buffer_size", pa.int32(), nullable=False),
+    pa.field("seed", pa.int32(), nullable=False),
+]
+
+RUNS_SCHEMA = pa.schema(
+    _identity
+    + [
+        pa.field("hparam_hash", pa.string()),
+        *[pa.field(f"{s}_{m}", pa.float64()) for s in SETTINGS for m in SUMMARY_METRICS],
+        pa.field("wall_time_s", pa.float64()),
+        pa.field("device", pa.string()),
+        pa.field("git_commit", pa.string()),
+        pa.field("clcore_version", pa.string()),
+        pa.field("run_json", pa.string()),
+    ],
+    metadata=_meta,
+)
+
+ACCURACY_SCHEMA = pa.schema(
+    _identity
+    + [
+        pa.field("setting", pa.string(), nullable=False),
+        pa.field("after_task", pa.int16(), nullable=False),
+        pa.field("eval_task", pa.int16(), nullable=False),
+        pa.field("value", pa.float64()),
+    ],
+    metadata=_meta,
+)
+
+
+def write_table(df: pd.DataFrame, schema: pa.Schema, path) -> None:
+    """Write `df` with exactly `schema` (column order, types, version metadata), atomically."""
+    missing = set(schema.names) - set(df.columns)
+    if missing:
+        raise ValueError(f"table for {path} lacks columns {sorted(missing)}")
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_table(path, schema: pa.Schema) -> pd.DataFrame:
+    table = pq.read_table(path)
+    version = (table.schema.metadata or {}).get(b"schema_version", b"?").decode()
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {version}, this clcore reads {SCHEMA_VERSION}")
+    return table.to_pandas()
+
+
+def metric_rows(metric, value, setting="", after_task=None, eval_task=None, epoch=None, step=None):
+    return dict(metric=metric, setting=setting, after_task=after_task, eval_task=eval_task,
+                epoch=epoch, step=step, value=float(value))
+
+
+def accuracy_rows(acc, setting: str, after_task: int) -> list[dict]:
+    """One row per evaluated task of one evaluation (one row of the accuracy matrix)."""
+    return [metric_rows("accuracy", a, setting, after_task, i) for i, a in enumerate(acc)]
+
+
+def accuracy_matrix(metrics: pd.DataFrame, setting: str):
+    """(acc [T, T], random_init [T] or None) from a run's long metrics table."""
+    rows = metrics[(metrics.metric == "accuracy") & (metrics.setting == setting)]
+    probe = rows[rows.after_task == RANDOM_INIT_ROW].sort_values("eval_task")
+    trained = rows[rows.after_task >= 0].pivot(index="after_task", columns="eval_task", values="value")
+    random_init = probe.value.to_numpy() if len(probe) else None
+    return trained.sort_index().sort_index(axis=1).to_numpy(), random_init
+
+
+def finite_or_none(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def save_metrics(rows: list[dict], path) -> None:
+    write_table(pd.DataFrame(rows, columns=METRICS_SCHEMA.names), METRICS_SCHEMA, path)
+
+
+def load_metrics(path) -> pd.DataFrame:
+    return read_table(path, METRICS_SCHEMA)
+
+
+def run_dir(results_root, benchmark: str, run_name: str, buffer_size: int, seed: int) -> Path:
+    return Path(results_root) / "runs" / benchmark / run_name / f"buf{buffer_size}" / f"seed{seed}"

@@ -1,0 +1,107 @@
+"""Benchmarks: a prepared dataset plus a split rule and the training protocol it is run under.
+
+A class-incremental benchmark splits the label space into tasks of consecutive labels; task-IL
+evaluation masks the logits outside the evaluated task's classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import data
+from .augment import Transform
+from .errors import lookup
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    prepared: str
+    n_tasks: int
+    classes_per_task: int
+    backbone: str
+    backbone_options: dict = field(default_factory=dict)
+    crop_padding: int = 0
+    hflip: bool = False
+    mean: tuple | None = None  # None: the train split's statistics from meta.json
+    std: tuple | None = None
+    # protocol defaults a method's hyperparameters start from (baselines.md §5)
+    n_epochs: int = 1
+    batch_size: int = 32
+    reset_optimizer_each_task: bool = False
+    test_split: str = "test"
+
+    @property
+    def n_classes(self) -> int:
+        return self.n_tasks * self.classes_per_task
+
+    def protocol(self) -> dict:
+        return {"n_epochs": self.n_epochs, "batch_size": self.batch_size}
+
+
+BENCHMARKS = {
+    # Embedded adaptations of the Mammoth protocols (baselines.md §5.3) [OURS].
+    "seq-digits": BenchmarkSpec("seq-digits", "digits", 5, 2, "mlp", n_epochs=5, batch_size=16),
+    "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
+                                n_epochs=5, batch_size=32),
+}
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    return lookup("benchmark", BENCHMARKS, name)
+
+
+@dataclass
+class Task:
+    """The training data of one task, already on the training device (x uint8, y int64)."""
+
+    index: int
+    classes: tuple[int, ...]
+    x: torch.Tensor
+    y: torch.Tensor
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample extras passed to observe
+
+
+class Scenario:
+    """A benchmark's data loaded whole onto the device once, and its task structure."""
+
+    def __init__(self, spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu"):
+        self.spec, self.device = spec, torch.device(device)
+        root = Path(prepared_dir)
+        meta = data.metadata(spec.prepared, root)
+        train = data.load(spec.prepared, "train", root, self.device)
+        test = data.load(spec.prepared, spec.test_split, root, self.device)
+        self.train_x, self.train_y = train["x"], train["y"]
+        self.test_x, self.test_y = test["x"], test["y"]
+        stats = meta["normalization_computed"]
+        self.transform = Transform(
+            pixel_max=float(meta["pixel_max"]),
+            mean=torch.tensor(spec.mean or stats["mean"], dtype=torch.float32),
+            std=torch.tensor(spec.std or stats["std"], dtype=torch.float32),
+            crop_padding=spec.crop_padding,
+            hflip=spec.hflip,
+        ).to(self.device)
+        self.input_shape = tuple(self.train_x.shape[1:])
+        c = spec.classes_per_task
+        self.task_classes = [tuple(range(t * c, (t + 1) * c)) for t in range(spec.n_tasks)]
+        # task id of every class, for task-IL masks and per-task accuracy counts
+        self.class_task = torch.arange(spec.n_classes, device=self.device) // c
+
+    @property
+    def n_tasks(self) -> int:
+        return self.spec.n_tasks
+
+    @property
+    def n_classes(self) -> int:
+        return self.spec.n_classes
+
+    def task(self, t: int) -> Task:
+        idx = (self.class_task[self.train_y] == t).nonzero().flatten()
+        return Task(t, self.task_classes[t], self.train_x[idx], self.train_y[idx])
+
+    def task_il_mask(self, tasks: torch.Tensor) -> torch.Tensor:
+        """Boolean [B, C]: True on the classes of each sample's task."""
+        return self.class_task[None, :] == tasks[:, None]

@@ -1,0 +1,188 @@
+"""One run: the task loop with evaluation after every task, checkpoints at task boundaries,
+resume after a kill, and the run's outputs (metrics.parquet, run.json)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backbones import build_backbone
+from .device import describe, pick_device
+from .io import atomic_path, git_commit, write_json
+from .methods import get_method, make_hparams
+from .methods.base import Context
+from .metrics import summarize
+from .results import RANDOM_INIT_ROW, SETTINGS, accuracy_rows, metric_rows, save_metrics
+from .scenarios import Scenario, get_benchmark
+
+log = logging.getLogger("clcore.train")
+CHECKPOINT = "checkpoint.pt"
+RUN_JSON_VERSION = 1
+
+
+@torch.no_grad()
+def evaluate(method, scenario: Scenario, batch_size: int = 1024) -> dict[str, list[float]]:
+    """Accuracy (%) on every task's test data, class-IL and task-IL, from one forward per batch."""
+    method.eval()
+    n_tasks, dev = scenario.n_tasks, scenario.device
+    correct = {s: torch.zeros(n_tasks, device=dev) for s in SETTINGS}
+    count = torch.zeros(n_tasks, device=dev)
+    for start in range(0, scenario.test_x.shape[0], batch_size):
+        x, y = scenario.test_x[start:start + batch_size], scenario.test_y[start:start + batch_size]
+        scores = method.predict(scenario.transform.test(x))
+        task = scenario.class_task[y]
+        masked = scores.masked_fill(~scenario.task_il_mask(task), float("-inf"))
+        for setting, s in (("class_il", scores), ("task_il", masked)):
+            correct[setting].index_add_(0, task, (s.argmax(1) == y).float())
+        count.index_add_(0, task, torch.ones_like(task, dtype=torch.float))
+    method.train()
+    return {s: (100 * correct[s] / count).tolist() for s in SETTINGS}
+
+
+def _evaluation_rows(method, scenario, after_task: int) -> tuple[list[dict], dict]:
+    acc = evaluate(method, scenario)
+    rows = [r for s in SETTINGS for r in accuracy_rows(acc[s], s, after_task)]
+    return rows, acc
+
+
+def _rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hparams: dict,
+                 prepared_dir="resources/prepared", out_dir="results/runs/run", run_name: str | None = None,
+                 device: str = "auto", threads: int | None = None, progress: bool = False) -> dict:
+    """Train `method` on `benchmark` and write `<out_dir>/metrics.parquet` and `<out_dir>/run.json`.
+
+    If `<out_dir>/checkpoint.pt` exists (a killed run), training resumes after its last finished task;
+    the result equals that of an uninterrupted run with the same seed.
+    """
+    started = time.time()
+    spec = get_benchmark(benchmark)
+    cls, _ = get_method(method)
+    hp = make_hparams(method, hparams)
+    if cls.uses_buffer and buffer_size <= 0:
+        raise ValueError(f"method '{method}' replays from a buffer: give a buffer size > 0")
+    if not cls.uses_buffer and buffer_size != 0:
+        raise ValueError(f"method '{method}' has no buffer: run it with buffer size 0")
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    scenario = Scenario(spec, prepared_dir, dev)
+    _seed_everything(seed)
+
+    def make_net():
+        return build_backbone(spec.backbone, scenario.input_shape, scenario.n_classes, **spec.backbone_options).to(dev)
+
+    ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
+                  device=dev, seed=seed, buffer_size=buffer_size, make_net=make_net,
+                  reset_optimizer_each_task=spec.reset_optimizer_each_task)
+    model = cls(make_net(), hp, ctx).to(dev)
+
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ckpt["method"])
+        _set_rng_states(ckpt["rng"])
+        rows, first_task, phases = ckpt["rows"], ckpt["next_task"], ckpt["phases"]
+        phases["resumed_at_task"] = phases.get("resumed_at_task", []) + [first_task]
+        log.info("resuming %s from task %d of %d (%s)", out_dir, first_task + 1, scenario.n_tasks, ckpt_path)
+    else:
+        rows, first_task, phases = [], 0, {"train_s": [], "eval_s": [], "elapsed_s": 0.0}
+        if cls.random_init_probe:
+            rows += _evaluation_rows(model, scenario, RANDOM_INIT_ROW)[0]
+
+    elapsed_before = phases["elapsed_s"]  # time spent before a kill, for wall_time_s
+    tasks = range(first_task, scenario.n_tasks)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=scenario.n_tasks * hp.n_epochs, initial=first_task * hp.n_epochs, unit="epoch",
+                   desc=f"{method} on {benchmark}")
+    for t in tasks:
+        tic = time.time()
+        task = scenario.task(t)
+        model.begin_task(task)
+        rows += model.train_task(task, on_epoch=(lambda e: bar.update(1)) if bar else None)
+        model.end_task(task)
+        phases["train_s"].append(time.time() - tic)
+        tic = time.time()
+        eval_rows, acc = _evaluation_rows(model, scenario, t)
+        rows += eval_rows
+        phases["eval_s"].append(time.time() - tic)
+        log.info("task %d/%d: class-IL %.2f, task-IL %.2f (train %.1f s)", t + 1, scenario.n_tasks,
+                 np.mean(acc["class_il"][: t + 1]), np.mean(acc["task_il"][: t + 1]), phases["train_s"][-1])
+        if bar:
+            bar.set_postfix(class_il=f"{np.mean(acc['class_il'][: t + 1]):.1f}")
+        if t < scenario.n_tasks - 1:
+            phases["elapsed_s"] = elapsed_before + time.time() - started
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"method": model.state_dict(), "rng": _rng_states(), "rows": rows, "next_task": t + 1,
+                            "phases": phases}, tmp)
+    if bar:
+        bar.close()
+
+    summary = _summaries(rows, scenario.n_tasks, method_has_probe=cls.random_init_probe,
+                         matrix_meaningful=model.full_accuracy_matrix)
+    rows += [metric_rows(name, value, setting) for setting, values in summary.items() for name, value in values.items()]
+    save_metrics(rows, out_dir / "metrics.parquet")
+    info = {
+        "run_json_version": RUN_JSON_VERSION,
+        "benchmark": benchmark, "method": method, "run_name": run_name or method, "buffer_size": buffer_size,
+        "seed": seed, "hparams": hparams, "benchmark_spec": {k: v for k, v in vars(spec).items()},
+        "versions": {"clcore": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "git_commit": git_commit(), "device": describe(dev), "host": platform.node(),
+        "threads": torch.get_num_threads(),
+        "wall_time_s": elapsed_before + time.time() - started,
+        "phases": phases,
+        "peak_host_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "summary": summary,
+    }
+    write_json(out_dir / "run.json", info)
+    ckpt_path.unlink(missing_ok=True)
+    return info
+
+
+def _summaries(rows, n_tasks, method_has_probe: bool, matrix_meaningful: bool) -> dict:
+    out = {}
+    for setting in SETTINGS:
+        acc = np.full((n_tasks, n_tasks), np.nan)
+        probe = np.full(n_tasks, np.nan)
+        for r in rows:
+            if r["metric"] == "accuracy" and r["setting"] == setting:
+                (probe if r["after_task"] == RANDOM_INIT_ROW else acc[r["after_task"]])[r["eval_task"]] = r["value"]
+        s = summarize(acc, probe if method_has_probe else None)
+        if not matrix_meaningful:  # Joint 'final': earlier rows are the untrained network
+            s.update(aia=float("nan"), forgetting=float("nan"), forgetting_mammoth=float("nan"),
+                     bwt=float("nan"), fwt=float("nan"))
+        out[setting] = s
+    return out
