@@ -18,7 +18,7 @@ class UnknownNameError(CLError, KeyError):
         self.kind, self.name, self.choices = kind, name, sorted(choices)
         close = difflib.get_close_matches(name, self.choices, n=1, cutoff=0.0)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        super().__init__(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(self.choices)}")
+        super().__init__(f"unknown {kind} '{name}'.{hint} Valid names: {', '.join(self.choices)}")
 
     def __str__(self):  # KeyError would quote the message
         return self.args[0]

@@ -1,0 +1,47 @@
+# Reproduction pipeline for brain-inspired continual learning: datasets -> runs -> tables and figures.
+# Default: the embedded offline config. Full grid: `snakemake --cores all --configfile config/paper.yaml`.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    dataset=r"[a-z0-9-]+",
+    method=r"[a-z0-9_]+(-h[0-9a-f]{8})?",
+    buffer=r"\d+",
+    seed=r"\d+",
+    prepared=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
+    kind=r"[a-z_]+",
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/collect.smk"
+
+
+localrules:
+    all,
+    prepare_dataset,
+    collect,
+    tables,
+    figures,
+
+
+rule all:
+    default_target: True
+    input:
+        TABLES / "runs.parquet",
+        TABLES / "accuracy.parquet",
+        TABLES / "summary.md",
+        TABLES / "summary.csv",
+        figure_targets(),

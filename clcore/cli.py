@@ -1,0 +1,163 @@
+"""The `clcore` command line: list, prepare, train, collect, tables, figures, bench."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from .errors import CLError
+
+
+class Group(click.Group):
+    """Turns clcore's errors into one clear line and the error's exit code (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CLError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+
+
+def parse_overrides(pairs) -> dict:
+    """`key=value` pairs, values parsed as YAML (so 0.1 is a float and true a bool)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--set")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+@click.group(cls=Group)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def main(verbose):
+    """Reproduce brain-inspired continual-learning methods and their baselines."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["methods", "benchmarks", "datasets", "backbones"]), default="methods")
+def list_(what):
+    """List registered methods, benchmarks, prepared datasets or backbones."""
+    from .backbones import BACKBONES
+    from .data import PREPARERS
+    from .methods import get_method, method_names
+    from .scenarios import BENCHMARKS
+
+    if what == "methods":
+        for name in method_names():
+            cls, defaults = get_method(name)
+            extra = f" ({', '.join(f'{k}={v}' for k, v in defaults.items())})" if defaults else ""
+            click.echo(f"{name:12s} {cls.__module__}.{cls.__name__}{extra}{'  [buffer]' if cls.uses_buffer else ''}")
+    elif what == "benchmarks":
+        for name, spec in BENCHMARKS.items():
+            click.echo(f"{name:12s} {spec.prepared}: {spec.n_tasks} tasks x {spec.classes_per_task} classes, "
+                       f"{spec.backbone} {spec.backbone_options or ''}")
+    else:
+        click.echo("\n".join(PREPARERS if what == "datasets" else BACKBONES))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--prepared-dir", default="resources/prepared", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Rebuild even if an intact copy exists.")
+@click.option("--verify", is_flag=True, help="Recompute every file's sha256 against meta.json.")
+def prepare(name, prepared_dir, force, verify):
+    """Turn dataset NAME into the uniform uint8 tensor format all training reads."""
+    from .data import prepare as prepare_dataset
+
+    meta = prepare_dataset(name, prepared_dir, force=force, verify=verify)
+    sizes = ", ".join(f"{split} {info['n']}" for split, info in meta["splits"].items())
+    click.echo(f"{name}: {sizes} -> {Path(prepared_dir) / name}")
+
+
+@main.command()
+@click.option("--benchmark", "-b", required=True, help="e.g. seq-shapes (see `clcore list benchmarks`).")
+@click.option("--method", "-m", required=True, help="e.g. derpp (see `clcore list methods`).")
+@click.option("--buffer", "buffer_size", type=int, default=0, show_default=True, help="Buffer size (0 = none).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter.")
+@click.option("--prepared-dir", default="resources/prepared", show_default=True)
+@click.option("--results-dir", default="results", show_default=True)
+@click.option("--hparams-dir", default="config/hparams", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def train(benchmark, method, buffer_size, seed, overrides, prepared_dir, results_dir, hparams_dir, device, threads):
+    """Run one (benchmark, method, buffer, seed) by hand, with a progress bar."""
+    from .data import prepare as prepare_dataset
+    from .hparams import resolve, run_name
+    from .results import run_dir
+    from .scenarios import get_benchmark
+    from .train import run_training
+
+    overrides = parse_overrides(overrides)
+    hparams = resolve(method, benchmark, buffer_size, overrides, hparams_dir)
+    prepare_dataset(get_benchmark(benchmark).prepared, prepared_dir)
+    name = run_name(method, overrides)
+    out = run_dir(results_dir, benchmark, name, buffer_size, seed)
+    info = run_training(benchmark, method, buffer_size, seed, hparams, prepared_dir, out, run_name=name,
+                        device=device, threads=threads, progress=True)
+    s = info["summary"]
+    click.echo(f"{out}: class-IL {s['class_il']['faa']:.2f}, task-IL {s['task_il']['faa']:.2f} "
+               f"({info['wall_time_s']:.1f} s)")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out-dir", default="results/tables", show_default=True)
+def collect(run_dirs, out_dir):
+    """Consolidate RUN_DIRS into runs.parquet, accuracy.parquet and summary.tsv."""
+    from .collect import collect as collect_runs
+
+    out = Path(out_dir)
+    runs = collect_runs(run_dirs, out / "runs.parquet", out / "accuracy.parquet", out / "summary.tsv")
+    click.echo(f"{len(runs)} runs -> {out}")
+
+
+@main.command()
+@click.option("--benchmark", "-b", default="seq-shapes", show_default=True)
+@click.option("--methods", default="sgd,er,der,derpp,er_ace", show_default=True)
+@click.option("--buffer-size", type=int, default=200, show_default=True)
+@click.option("--steps", type=int, default=60, show_default=True)
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--prepared-dir", default="resources/prepared", show_default=True)
+@click.option("--hparams-dir", default="config/hparams", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the rows to this Parquet file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench(benchmark, methods, buffer_size, steps, warmup, repeats, device, threads, prepared_dir, hparams_dir, out,
+          as_json):
+    """Images/s per method and the step-time overhead over the bare forward/backward passes."""
+    import torch
+
+    from .bench import BENCH_SCHEMA, run_bench
+    from .data import prepare as prepare_dataset
+    from .results import write_table
+    from .scenarios import get_benchmark
+
+    if threads:
+        torch.set_num_threads(threads)
+    prepare_dataset(get_benchmark(benchmark).prepared, prepared_dir)
+    df = run_bench(benchmark, methods.split(","), buffer_size, steps, warmup, repeats, device, prepared_dir,
+                   hparams_dir)
+    if out:
+        write_table(df, BENCH_SCHEMA, out)
+    if as_json:
+        click.echo(df.to_json(orient="records", indent=2))
+    else:
+        cols = ["method", "images_per_s", "step_ms_median", "backbone_step_ms", "expected_passes", "overhead_ratio",
+                "aug_ms", "sample_ms", "insert_ms"]
+        click.echo(f"{benchmark}, {df.device_name.iloc[0]}, {df.threads.iloc[0]} threads, batch {df.batch_size.iloc[0]}")
+        click.echo(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()

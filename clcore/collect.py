@@ -1,0 +1,43 @@
+"""Consolidate finished runs into the pipeline's tables: runs.parquet (one row per run),
+accuracy.parquet (every accuracy matrix entry) and summary.tsv (for the Snakemake report).
+
+Reads only the explicit list of run directories it is given, never a glob of the results tree, so
+runs of a removed configuration cannot leak in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_path, read_json
+from .results import (ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, load_metrics, write_table)
+
+
+def _identity(info: dict) -> dict:
+    return {"benchmark": info["benchmark"], "method": info["method"], "run_name": info["run_name"],
+            "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"])}
+
+
+def collect(run_dirs, out_runs, out_accuracy, out_summary=None) -> pd.DataFrame:
+    runs, accuracy = [], []
+    for run_dir in map(Path, run_dirs):
+        info = read_json(run_dir / "run.json")
+        ident = _identity(info)
+        row = {**ident, "hparam_hash": info["run_name"].partition("-h")[2] or None,
+               "wall_time_s": info["wall_time_s"], "device": info["device"], "git_commit": info["git_commit"],
+               "clcore_version": info["versions"]["clcore"], "run_json": str(run_dir / "run.json")}
+        row.update({f"{s}_{m}": info["summary"][s][m] for s in SETTINGS for m in SUMMARY_METRICS})
+        runs.append(row)
+        metrics = load_metrics(run_dir / "metrics.parquet")
+        acc = metrics[metrics.metric == "accuracy"][["setting", "after_task", "eval_task", "value"]]
+        accuracy.append(acc.assign(**ident))
+    runs_df = pd.DataFrame(runs, columns=RUNS_SCHEMA.names)
+    accuracy_df = pd.concat(accuracy, ignore_index=True) if accuracy else pd.DataFrame(columns=ACCURACY_SCHEMA.names)
+    write_table(runs_df, RUNS_SCHEMA, out_runs)
+    write_table(accuracy_df, ACCURACY_SCHEMA, out_accuracy)
+    if out_summary:
+        with atomic_path(out_summary) as tmp:
+            runs_df.drop(columns=["run_json"]).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    return runs_df

@@ -1,0 +1,48 @@
+# All runs -> consolidated Parquet tables -> summary tables and figures.
+
+
+rule collect:
+    input:
+        metrics=run_files("metrics.parquet"),
+        runs=run_files("run.json"),
+    output:
+        runs=TABLES / "runs.parquet",
+        accuracy=TABLES / "accuracy.parquet",
+        summary=report(TABLES / "summary.tsv", category="Tables", caption="../workflow/report/summary.rst"),
+    log:
+        "logs/collect.log",
+    script:
+        "../workflow/scripts/collect.py"
+
+
+rule tables:
+    input:
+        runs=TABLES / "runs.parquet",
+    output:
+        md=TABLES / "summary.md",
+        csv=report(TABLES / "summary.csv", category="Tables", caption="../workflow/report/summary.rst"),
+    params:
+        expected=expected_runs(),
+    log:
+        "logs/tables.log",
+    script:
+        "../workflow/scripts/tables.py"
+
+
+rule figures:
+    input:
+        runs=TABLES / "runs.parquet",
+        accuracy=TABLES / "accuracy.parquet",
+    output:
+        png=report(
+            FIGURE_DIR / "{dataset}_{kind}.png",
+            caption="../workflow/report/figure.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"benchmark": "{dataset}", "figure": "{kind}"},
+        ),
+        pdf=FIGURE_DIR / "{dataset}_{kind}.pdf",
+    log:
+        "logs/figures/{dataset}_{kind}.log",
+    script:
+        "../workflow/scripts/figures.py"

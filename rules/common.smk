@@ -1,0 +1,70 @@
+# Helpers only: the run table every expand() derives from, and per-run look-ups.
+from pathlib import Path
+
+from clcore.report.figures import FIGURES
+from clcore.hparams import resolve, run_name
+from clcore.methods import get_method
+from clcore.scenarios import get_benchmark
+
+PREPARED = Path(config["paths"]["prepared"])
+RESULTS = Path(config["paths"]["results"])
+TABLES = RESULTS / "tables"
+FIGURE_DIR = RESULTS / "figures"
+RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{method}" / "buf{buffer}" / "seed{seed}")
+
+
+def build_run_table(config):
+    """(benchmark, run name, buffer, seed) -> run description; runs shared by experiments appear once.
+    Unknown benchmark, method or hyperparameter names fail here, before any job starts."""
+    runs = {}
+    for exp in config["experiments"]:
+        for benchmark in exp["benchmarks"]:
+            get_benchmark(benchmark)
+            for method in exp["methods"]:
+                cls, _ = get_method(method)
+                overrides = exp.get("overrides", {}).get(method, {})
+                buffers = exp.get("buffers", []) if cls.uses_buffer else [0]
+                if not buffers:
+                    raise ValueError(f"experiment '{exp['id']}': method '{method}' needs a buffer, but 'buffers' is empty")
+                for buffer in buffers:
+                    hparams = resolve(method, benchmark, buffer, overrides, config["paths"]["hparams"])
+                    for seed in exp["seeds"]:
+                        key = (benchmark, run_name(method, overrides), buffer, seed)
+                        run = runs.setdefault(key, {"method": method, "hparams": hparams, "experiments": []})
+                        run["experiments"].append(exp["id"])
+    return runs
+
+
+RUNS = build_run_table(config)
+
+
+def run_key(wildcards):
+    return (wildcards.dataset, wildcards.method, int(wildcards.buffer), int(wildcards.seed))
+
+
+def run_info(wildcards):
+    return RUNS[run_key(wildcards)]
+
+
+def prepared_meta(wildcards):
+    return PREPARED / get_benchmark(wildcards.dataset).prepared / "meta.json"
+
+
+def run_files(name):
+    return [RUN_DIR.format(dataset=b, method=m, buffer=buf, seed=s) + f"/{name}" for b, m, buf, s in RUNS]
+
+
+def benchmarks():
+    return sorted({b for b, *_ in RUNS})
+
+
+def figure_targets():
+    return [FIGURE_DIR / f"{b}_{kind}.{ext}" for b in benchmarks() for kind in FIGURES for ext in ("png", "pdf")]
+
+
+def expected_runs():
+    """What the config asked for, so tables show missing runs as missing."""
+    counts = {}
+    for benchmark, name, buffer, _ in RUNS:
+        counts[(benchmark, name, buffer)] = counts.get((benchmark, name, buffer), 0) + 1
+    return [dict(benchmark=b, run_name=n, buffer_size=buf, n_seeds_expected=c) for (b, n, buf), c in counts.items()]

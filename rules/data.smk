@@ -1,0 +1,13 @@
+# Datasets: prepared once into the uniform uint8 format (clcore prepare). Local rule: downloads
+# happen on the submit host, never on compute nodes, and never while the DAG is parsed.
+
+
+rule prepare_dataset:
+    output:
+        PREPARED / "{prepared}" / "meta.json",
+    params:
+        prepared_dir=PREPARED,
+    log:
+        "logs/prepare_dataset/{prepared}.log",
+    script:
+        "../workflow/scripts/prepare.py"

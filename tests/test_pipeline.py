@@ -1,0 +1,106 @@
+"""The Snakemake DAG: dry runs of the default config, errors before any job starts, and one small
+end-to-end run in a temporary directory whose Parquet outputs are checked against their schemas."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def workdir(tmp_path, config=None) -> Path:
+    """A copy of the workflow (not the results) in tmp_path, optionally with another config.yaml."""
+    for item in ("Snakefile", "rules", "workflow", "config"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    if config is not None:
+        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def snakemake(cwd, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", "--cores", "2", *args]
+    out = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    if check and out.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}")
+    return out
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table."""
+    counts, table = {}, output.split("Job stats:")[-1]
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_default_dag_dry_run(tmp_path):
+    out = snakemake(workdir(tmp_path), "-n", "-F", "--quiet", "rules")
+    counts = job_counts(out.stdout)
+    # 2 benchmarks x (6 buffer-free + 5 rehearsal methods at one buffer) x 3 seeds
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 66, "collect": 1, "tables": 1, "figures": 6}
+
+
+def small_config(**experiment):
+    exp = {"id": "small", "benchmarks": ["seq-digits"], "methods": ["sgd", "er"], "buffers": [50], "seeds": [0, 1]}
+    return {"experiments": [{**exp, **experiment}]}
+
+
+def test_unknown_method_fails_before_any_job_and_suggests(tmp_path):
+    out = snakemake(workdir(tmp_path, small_config(methods=["sgd", "derp"])), "-n", check=False)
+    assert out.returncode != 0
+    assert "unknown method 'derp'" in out.stdout and "Did you mean 'derpp'" in out.stdout
+
+
+def test_unknown_benchmark_fails_before_any_job(tmp_path):
+    out = snakemake(workdir(tmp_path, small_config(benchmarks=["seq-digit"])), "-n", check=False)
+    assert out.returncode != 0 and "Did you mean 'seq-digits'" in out.stdout
+
+
+def test_schema_error_names_the_key(tmp_path):
+    config = small_config()
+    config["experiments"][0]["seed"] = config["experiments"][0].pop("seeds")
+    out = snakemake(workdir(tmp_path, config), "-n", check=False)
+    assert out.returncode != 0
+    assert "seed" in out.stdout and "seeds" in out.stdout
+
+
+def test_overrides_change_run_paths(tmp_path):
+    config = small_config(methods=["er"], overrides={"er": {"lr": 0.05}})
+    out = snakemake(workdir(tmp_path, config), "-n", "-F")
+    paths = set(re.findall(r"results/runs/seq-digits/([a-z_0-9-]+)/buf50/seed[01]/metrics.parquet", out.stdout))
+    assert len(paths) == 1 and re.fullmatch(r"er-h[0-9a-f]{8}", paths.pop())
+
+
+def test_end_to_end_small_slice(tmp_path):
+    wd = workdir(tmp_path, small_config())
+    snakemake(wd)
+    runs = pq.read_table(wd / "results/tables/runs.parquet")
+    accuracy = pq.read_table(wd / "results/tables/accuracy.parquet")
+    assert runs.schema.equals(RUNS_SCHEMA, check_metadata=False) and runs.schema.metadata[b"schema_version"] == b"1"
+    assert accuracy.schema.equals(ACCURACY_SCHEMA, check_metadata=False)
+    df = runs.to_pandas()
+    assert sorted(zip(df.method, df.buffer_size, df.seed)) == [("er", 50, 0), ("er", 50, 1), ("sgd", 0, 0), ("sgd", 0, 1)]
+    assert df.class_il_faa.between(0, 100).all() and (df.task_il_faa >= df.class_il_faa).all()
+    # 2 settings x (5 trained rows + 1 random-init probe) x 5 evaluated tasks per run
+    assert len(accuracy) == 4 * 2 * 6 * 5
+    summary = (wd / "results/tables/summary.md").read_text()
+    assert "seq-digits" in summary and "±" in summary
+    for kind in ("accuracy_matrix", "final_accuracy", "accuracy_curve"):
+        for ext in ("png", "pdf"):
+            assert (wd / f"results/figures/seq-digits_{kind}.{ext}").stat().st_size > 1000
+    assert not list((wd / "results/runs").rglob("checkpoint.pt"))
+    # nothing left to do; the report builds
+    assert "Nothing to be done" in snakemake(wd, "-n").stdout
+    snakemake(wd, "--report", "report.zip")
+    assert (wd / "report.zip").stat().st_size > 0

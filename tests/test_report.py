@@ -1,0 +1,131 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clcore.report.figures import FIGURES, write_figure
+from clcore.report.tables import format_mean_std, summary_table, write_summary
+from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, write_table
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+T = 3
+# (benchmark, run_name, buffer_size, seed) -> (class_il_faa, task_il_faa, class_il_forgetting_mammoth)
+RUNS = {
+    ("seq-a", "derpp", 200, 0): (60.0, 90.0, 20.0),
+    ("seq-a", "derpp", 200, 1): (62.0, 91.0, 18.0),
+    ("seq-a", "derpp", 200, 2): (67.0, 95.0, 13.0),
+    ("seq-a", "sgd", 0, 0): (30.0, 70.0, 60.0),
+    ("seq-a", "sgd", 0, 1): (32.0, 74.0, 58.0),
+    ("seq-a", "er-h1a2b3c", 200, 0): (50.0, 85.0, float("nan")),
+    ("seq-b", "sgd", 0, 0): (25.0, 65.0, 70.0),
+}
+
+
+def _runs_frame() -> pd.DataFrame:
+    rows = []
+    for (benchmark, name, buffer, seed), (cil, til, forgetting) in RUNS.items():
+        row = dict(benchmark=benchmark, method=name.partition("-h")[0], run_name=name, buffer_size=buffer,
+                   seed=seed, hparam_hash=name.partition("-h")[2] or None, wall_time_s=1.0, device="cpu",
+                   git_commit="abc", clcore_version="0.1", run_json=f"{name}/run.json")
+        row.update({f"{s}_{m}": float("nan") for s in SETTINGS for m in SUMMARY_METRICS})
+        row.update(class_il_faa=cil, task_il_faa=til, class_il_forgetting_mammoth=forgetting)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _accuracy_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for (benchmark, name, buffer, seed) in RUNS:
+        for setting in SETTINGS:
+            for after in range(-1, T):
+                for task in range(T):
+                    rows.append(dict(benchmark=benchmark, method=name.partition("-h")[0], run_name=name,
+                                     buffer_size=buffer, seed=seed, setting=setting, after_task=after,
+                                     eval_task=task, value=float(rng.uniform(0, 100))))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def tables(tmp_path):
+    runs, accuracy = tmp_path / "runs.parquet", tmp_path / "accuracy.parquet"
+    write_table(_runs_frame(), RUNS_SCHEMA, runs)
+    write_table(_accuracy_frame(), ACCURACY_SCHEMA, accuracy)
+    return runs, accuracy
+
+
+def test_summary_table_means_and_stds():
+    table = summary_table(_runs_frame(), metrics=("faa", "forgetting_mammoth"))
+    assert list(zip(table.benchmark, table.buffer_size, table.run_name)) == [
+        ("seq-a", 0, "sgd"), ("seq-a", 200, "derpp"), ("seq-a", 200, "er-h1a2b3c"), ("seq-b", 0, "sgd")]
+    derpp = table.set_index(["benchmark", "run_name"]).loc[("seq-a", "derpp")]
+    assert derpp.n_seeds == 3
+    assert derpp.class_il_faa_mean == pytest.approx(63.0)
+    assert derpp.class_il_faa_std == pytest.approx(math.sqrt(13.0))  # (9 + 1 + 16) / 2
+    assert derpp.task_il_faa_mean == pytest.approx(92.0)
+    assert derpp.task_il_faa_std == pytest.approx(math.sqrt(7.0))  # (4 + 1 + 9) / 2
+    sgd = table.set_index(["benchmark", "run_name"]).loc[("seq-a", "sgd")]
+    assert (sgd.class_il_faa_mean, sgd.class_il_faa_std) == pytest.approx((31.0, math.sqrt(2.0)))
+    single = table.set_index(["benchmark", "run_name"]).loc[("seq-a", "er-h1a2b3c")]
+    assert single.n_seeds == 1 and single.class_il_faa_mean == 50.0 and math.isnan(single.class_il_faa_std)
+    assert math.isnan(single.class_il_forgetting_mammoth_mean)
+
+
+@pytest.mark.parametrize("mean, std, digits, text", [
+    (64.8812, 1.1749, 2, "64.88 ± 1.17"),
+    (64.8812, 1.1749, 1, "64.9 ± 1.2"),
+    (0.0, 0.0, 2, "0.00 ± 0.00"),
+    (50.0, float("nan"), 2, "50.00"),
+    (float("nan"), 1.0, 2, "–"),
+    (None, None, 2, "–"),
+])
+def test_format_mean_std(mean, std, digits, text):
+    assert format_mean_std(mean, std, digits) == text
+
+
+def test_write_summary_marks_missing_and_partial_runs(tables, tmp_path):
+    expected = pd.DataFrame([
+        dict(benchmark="seq-a", run_name="derpp", buffer_size=200, n_seeds_expected=3),
+        dict(benchmark="seq-a", run_name="sgd", buffer_size=0, n_seeds_expected=2),
+        dict(benchmark="seq-a", run_name="er-h1a2b3c", buffer_size=200, n_seeds_expected=3),
+        dict(benchmark="seq-a", run_name="er_ace", buffer_size=200, n_seeds_expected=3),
+        dict(benchmark="seq-b", run_name="sgd", buffer_size=0, n_seeds_expected=1),
+    ])
+    md, csv = tmp_path / "out" / "summary.md", tmp_path / "out" / "summary.csv"
+    write_summary(tables[0], md, csv, expected=expected)
+    text = md.read_text(encoding="utf-8")
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "## seq-a" in text and "## seq-b" in text
+    assert lines["er_ace"] == "| er_ace | 200 | 0 | – | – | – |"
+    assert lines["derpp"] == "| derpp | 200 | 3 | 63.00 ± 3.61 | 92.00 ± 2.65 | 17.00 ± 3.61 |"
+    assert lines["er-h1a2b3c"] == "| er-h1a2b3c | 200 | 1/3 | 50.00 | 85.00 | – |"
+    frame = pd.read_csv(csv)
+    missing = frame[frame.run_name == "er_ace"].iloc[0]
+    assert missing.n_seeds == 0 and missing.n_seeds_expected == 3 and math.isnan(missing.class_il_faa_mean)
+    assert frame.loc[frame.run_name == "derpp", "class_il_faa_std"].item() == pytest.approx(math.sqrt(13.0))
+    assert len(frame) == 5 and not list(tmp_path.glob("out/*.part"))
+
+
+def test_write_summary_without_expected(tables, tmp_path):
+    write_summary(tables[0], tmp_path / "s.md", tmp_path / "s.csv")
+    assert "| sgd | 0 | 2 | 31.00 ± 1.41 | 72.00 ± 2.83 | 59.00 ± 1.41 |" in (tmp_path / "s.md").read_text()
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 4
+
+
+@pytest.mark.parametrize("kind", FIGURES)
+@pytest.mark.parametrize("benchmark", ["seq-a", "seq-b"])
+def test_write_figure(tables, tmp_path, kind, benchmark):
+    png, pdf = tmp_path / "fig" / f"{kind}.png", tmp_path / "fig" / f"{kind}.pdf"
+    write_figure(kind, *tables, benchmark, png, pdf)
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert not list(tmp_path.glob("fig/*.part"))
+
+
+def test_write_figure_rejects_missing_benchmark_and_kind(tables, tmp_path):
+    with pytest.raises(ValueError, match="no runs for benchmark 'seq-z'"):
+        write_figure("final_accuracy", *tables, "seq-z", tmp_path / "f.png", tmp_path / "f.pdf")
+    with pytest.raises(ValueError, match="unknown figure"):
+        write_figure("pie_chart", *tables, "seq-a", tmp_path / "f.png", tmp_path / "f.pdf")
+    assert not (tmp_path / "f.png").exists()

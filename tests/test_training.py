@@ -1,0 +1,92 @@
+"""The task loop on seq-digits: outputs and their schemas, resume after a kill, NaN stop, ordering."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from clcore.errors import NonFiniteLossError, UnknownNameError
+from clcore.hparams import resolve, run_name
+from clcore.methods import get_method
+from clcore.results import METRICS_SCHEMA, accuracy_matrix, load_metrics
+from clcore.train import run_training
+
+
+def train(prepared_dir, out, method, buffer_size=0, seed=0, **overrides):
+    hp = resolve(method, "seq-digits", buffer_size, overrides)
+    return run_training("seq-digits", method, buffer_size, seed, hp, prepared_dir, out)
+
+
+def test_outputs_and_schema(prepared_dir, tmp_path):
+    info = train(prepared_dir, tmp_path, "er", 50)
+    table = pq.read_table(tmp_path / "metrics.parquet")
+    assert table.schema.equals(METRICS_SCHEMA, check_metadata=False)
+    assert table.schema.metadata[b"schema_version"] == b"1"
+    metrics = load_metrics(tmp_path / "metrics.parquet")
+    acc, probe = accuracy_matrix(metrics, "class_il")
+    assert acc.shape == (5, 5) and probe.shape == (5,)
+    assert info["summary"]["class_il"]["faa"] == pytest.approx(acc[-1].mean())
+    task_acc, _ = accuracy_matrix(metrics, "task_il")
+    assert np.all(task_acc >= acc - 1e-9)  # masking can only help
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["hparams"]["minibatch_size"] == 32 and run["buffer_size"] == 50
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert {"loss/loss"} <= set(metrics.metric)
+
+
+@pytest.mark.parametrize("method,buffer_size", [("er", 50), ("derpp", 50), ("icarl", 50), ("si", 0), ("lwf", 0),
+                                                ("ewc_on", 0), ("joint", 0), ("er_ace", 50), ("lwf_mc", 0)])
+def test_resume_after_kill_equals_uninterrupted(prepared_dir, tmp_path, monkeypatch, method, buffer_size):
+    reference = load_metrics(train(prepared_dir, tmp_path / "ref", method, buffer_size) and tmp_path / "ref/metrics.parquet")
+    cls, _ = get_method(method)
+    original = cls.begin_task
+
+    def killed_in_third_task(self, task):
+        if task.index == 2:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, task)
+
+    monkeypatch.setattr(cls, "begin_task", killed_in_third_task)
+    with pytest.raises(KeyboardInterrupt):
+        train(prepared_dir, tmp_path / "run", method, buffer_size)
+    assert (tmp_path / "run/checkpoint.pt").exists()
+    monkeypatch.setattr(cls, "begin_task", original)
+    train(prepared_dir, tmp_path / "run", method, buffer_size)
+    resumed = load_metrics(tmp_path / "run/metrics.parquet")
+    accuracy = lambda m: m[m.metric == "accuracy"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(accuracy(resumed), accuracy(reference))
+
+
+def test_nan_loss_stops_naming_task_and_step(prepared_dir, tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"task 1 .*step \d+"):
+        train(prepared_dir, tmp_path, "sgd", lr=1e30)
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(UnknownNameError, match="Did you mean 'derpp'"):
+        resolve("derp", "seq-digits", 10)
+    with pytest.raises(UnknownNameError, match="Did you mean 'seq-shapes'"):
+        resolve("er", "seq-shape", 10)
+    with pytest.raises(UnknownNameError, match="Did you mean 'alpha'"):
+        resolve("derpp", "seq-digits", 10, {"alpah": 0.2})
+
+
+def test_overrides_change_the_run_name_and_buffer_rules(prepared_dir, tmp_path):
+    assert run_name("er", {}) == "er"
+    assert run_name("er", {"lr": 0.05}) != run_name("er", {"lr": 0.01})
+    assert run_name("er", {"lr": 0.05}).startswith("er-h")
+    with pytest.raises(ValueError, match="buffer size 0"):
+        train(prepared_dir, tmp_path, "sgd", 10)
+    with pytest.raises(ValueError, match="buffer size > 0"):
+        train(prepared_dir, tmp_path, "er", 0)
+
+
+def test_class_il_ordering_on_digits(prepared_dir, tmp_path):
+    """baselines.md §9: on seq-digits joint > derpp >= er - 1 > sgd + 10 (class-IL, mean of 3 seeds)."""
+    faa = {}
+    for method, buffer_size in (("joint", 0), ("derpp", 100), ("er", 100), ("sgd", 0)):
+        faa[method] = np.mean([train(prepared_dir, tmp_path / f"{method}{s}", method, buffer_size, seed=s)
+                               ["summary"]["class_il"]["faa"] for s in range(3)])
+    assert faa["joint"] > faa["derpp"] >= faa["er"] - 1 > faa["sgd"] + 10, faa

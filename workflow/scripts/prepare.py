@@ -1,0 +1,10 @@
+def main(smk):
+    from clcore.data import prepare
+    from clcore.io import redirect_output
+
+    with redirect_output(smk.log[0]):
+        prepare(smk.wildcards.prepared, smk.params.prepared_dir)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821

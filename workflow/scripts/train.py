@@ -1,0 +1,15 @@
+def main(smk):
+    from pathlib import Path
+
+    from clcore.io import redirect_output
+    from clcore.train import run_training
+
+    with redirect_output(smk.log[0]):
+        run_training(benchmark=smk.wildcards.dataset, method=smk.params.method, buffer_size=int(smk.wildcards.buffer),
+                     seed=int(smk.wildcards.seed), hparams=dict(smk.params.hparams),
+                     prepared_dir=smk.params.prepared_dir, out_dir=Path(smk.output.metrics).parent,
+                     run_name=smk.wildcards.method, device=smk.params.device, threads=smk.threads)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821
