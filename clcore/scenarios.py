@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import data
@@ -33,6 +34,7 @@ class BenchmarkSpec:
     batch_size: int = 32
     reset_optimizer_each_task: bool = False
     test_split: str = "test"
+    spurious_fraction: float = 0.0  # share of training images carrying a class signature (shapes only)
 
     @property
     def n_classes(self) -> int:
@@ -49,11 +51,27 @@ BENCHMARKS = {
     "seq-digits": BenchmarkSpec("seq-digits", "digits", 5, 2, "mlp", n_epochs=20, batch_size=16),
     "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
                                 n_epochs=5, batch_size=32),
+    # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
+    # (datasets.md §6.2; our stand-in for SER's unpublished signature protocol).
+    "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},
+                                         crop_padding=4, hflip=True, n_epochs=5, batch_size=32,
+                                         spurious_fraction=1.0),
 }
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:
     return lookup("benchmark", BENCHMARKS, name)
+
+
+def with_signatures(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """A copy of x where a `fraction` of the rows (fixed by `seed`) carry their class's signature."""
+    from .data.shapes import signature_patch
+
+    rows = np.flatnonzero(np.random.default_rng(seed).random(x.shape[0]) < fraction)
+    patch = torch.from_numpy(signature_patch(y[rows].cpu().numpy())).to(x.device)
+    x = x.clone()
+    x[torch.from_numpy(rows).to(x.device), :, : patch.shape[2], : patch.shape[3]] = patch
+    return x
 
 
 @dataclass
@@ -77,6 +95,8 @@ class Scenario:
         train = data.load(spec.prepared, "train", root, self.device)
         test = data.load(spec.prepared, spec.test_split, root, self.device)
         self.train_x, self.train_y = train["x"], train["y"]
+        if spec.spurious_fraction:
+            self.train_x = with_signatures(self.train_x, self.train_y, spec.spurious_fraction)
         self.test_x, self.test_y = test["x"], test["y"]
         stats = meta["normalization_computed"]
         self.transform = Transform(
