@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..augment import Transform
+from ..buffers import ReservoirBuffer
 from ..errors import NonFiniteLossError
 from ..results import metric_rows
 
@@ -87,6 +88,7 @@ class ContinualMethod(nn.Module):
         self.transform, self.device = ctx.transform, ctx.device
         self.generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
         self.opt = self.make_optimizer()
+        self.buffer = self.make_buffer() if self.uses_buffer else None
         self.task = -1
 
     # -- protocol -----------------------------------------------------------------------------------
@@ -128,6 +130,10 @@ class ContinualMethod(nn.Module):
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.net.parameters(), lr=self.hp.lr, momentum=self.hp.optim_mom,
                                weight_decay=self.hp.optim_wd)
+
+    def make_buffer(self):
+        """The replay memory of methods with `uses_buffer` (default: a reservoir of ctx.buffer_size)."""
+        return ReservoirBuffer(self.ctx.buffer_size, self.device, self.generator)
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)

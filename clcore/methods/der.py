@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..buffers import ReservoirBuffer
 from . import register
 from .base import ContinualMethod, Hparams
 
@@ -29,10 +28,6 @@ class DERHparams(Hparams):
 class DER(ContinualMethod):
     Hparams = DERHparams
     uses_buffer = True
-
-    def __init__(self, net, hp, ctx):
-        super().__init__(net, hp, ctx)
-        self.buffer = ReservoirBuffer(ctx.buffer_size, ctx.device, self.generator)
 
     def observe(self, x, y, x_raw):
         logits = self.net(x)

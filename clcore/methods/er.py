@@ -5,7 +5,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..buffers import ReservoirBuffer
 from . import register
 from .base import ContinualMethod, Hparams
 
@@ -19,10 +18,6 @@ class ERHparams(Hparams):
 class ER(ContinualMethod):
     Hparams = ERHparams
     uses_buffer = True
-
-    def __init__(self, net, hp, ctx):
-        super().__init__(net, hp, ctx)
-        self.buffer = ReservoirBuffer(ctx.buffer_size, ctx.device, self.generator)
 
     def observe(self, x, y, x_raw):
         inputs, labels = x, y

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..buffers import ReservoirBuffer
 from . import register
 from .base import ContinualMethod, Hparams
 
@@ -39,7 +38,6 @@ class ERACE(ContinualMethod):
 
     def __init__(self, net, hp, ctx):
         super().__init__(net, hp, ctx)
-        self.buffer = ReservoirBuffer(ctx.buffer_size, ctx.device, self.generator)
         self.register_buffer("max_seen", torch.tensor(-1, device=ctx.device))
 
     def observe(self, x, y, x_raw):

@@ -44,8 +44,10 @@ class ICaRL(LwFMC):
         if hp.nmc not in ("legacy", "exact", "current"):
             raise ValueError(f"nmc must be 'legacy', 'exact' or 'current', not {hp.nmc!r}")
         super().__init__(net, hp, ctx)
-        self.buffer = ClassBalancedBuffer(ctx.buffer_size, ctx.device, self.generator, hp.selection)
         self.class_means = None
+
+    def make_buffer(self):
+        return ClassBalancedBuffer(self.ctx.buffer_size, self.device, self.generator, self.hp.selection)
 
     def begin_task(self, task):
         super().begin_task(task)
