@@ -90,7 +90,7 @@ PARAMS = {
     "distractor_scale": [0.35, 0.60],      # relative to the object's scale
     "distractor_contrast": [0.50, 0.80],   # opacity of a distractor over the background
     "distractor_centre_range": [3.0, 29.0],
-    "background_colour_range": [0.08, 0.92],
+    "background_colour_range": [0.25, 0.75],
     "background_stripe_period": [4.0, 8.0],
     "background_noise_grid": 5,
     "background_texture_contrast": [0.35, 1.0],  # how far the second background colour moves from the first
@@ -100,10 +100,12 @@ PARAMS = {
     "saliency_sigma": 1.0,                 # Gaussian blur of the masks, output pixels
     "saliency_distractor_peak": 0.35,      # distractor saliency relative to the object's peak
     "aa_width": 1.0,                       # anti-aliasing ramp width, render pixels
-    "outline_width": 0.0,                  # dark outline inside the silhouette, render pixels
+    "outline_width": 3.0,                  # dark outline inside the silhouette, render pixels
     "outline_level": 0.08,                 # outline grey level
+    "halo_width": 3.0,                     # light halo just outside the silhouette, render pixels
+    "halo_level": 0.9,                     # halo grey level
     "texture_contrast": 1.0,               # how far textures move from the primary colour to the secondary
-    "background_saturation": 1.0,          # 0: grey backgrounds, 1: full random colours
+    "background_saturation": 0.5,          # 0: grey backgrounds, 1: full random colours
 }
 
 
