@@ -7,7 +7,6 @@ once, with explicit types (pipeline.md §14).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -105,10 +104,6 @@ def accuracy_matrix(metrics: pd.DataFrame, setting: str):
     trained = rows[rows.after_task >= 0].pivot(index="after_task", columns="eval_task", values="value")
     random_init = probe.value.to_numpy() if len(probe) else None
     return trained.sort_index().sort_index(axis=1).to_numpy(), random_init
-
-
-def finite_or_none(x):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
 def save_metrics(rows: list[dict], path) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import __version__
@@ -20,7 +21,7 @@ from .io import atomic_path, git_commit, write_json
 from .methods import get_method, make_hparams
 from .methods.base import Context
 from .metrics import summarize
-from .results import RANDOM_INIT_ROW, SETTINGS, accuracy_rows, metric_rows, save_metrics
+from .results import RANDOM_INIT_ROW, SETTINGS, accuracy_matrix, accuracy_rows, metric_rows, save_metrics
 from .scenarios import Scenario, get_benchmark
 
 log = logging.getLogger("clcore.train")
@@ -149,8 +150,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     if bar:
         bar.close()
 
-    summary = _summaries(rows, scenario.n_tasks, method_has_probe=cls.random_init_probe,
-                         matrix_meaningful=model.full_accuracy_matrix)
+    summary = _summaries(rows, model.full_accuracy_matrix)
     rows += [metric_rows(name, value, setting) for setting, values in summary.items() for name, value in values.items()]
     save_metrics(rows, out_dir / "metrics.parquet")
     info = {
@@ -172,16 +172,12 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     return info
 
 
-def _summaries(rows, n_tasks, method_has_probe: bool, matrix_meaningful: bool) -> dict:
+def _summaries(rows, full_matrix: bool) -> dict:
+    metrics = pd.DataFrame(rows)
     out = {}
     for setting in SETTINGS:
-        acc = np.full((n_tasks, n_tasks), np.nan)
-        probe = np.full(n_tasks, np.nan)
-        for r in rows:
-            if r["metric"] == "accuracy" and r["setting"] == setting:
-                (probe if r["after_task"] == RANDOM_INIT_ROW else acc[r["after_task"]])[r["eval_task"]] = r["value"]
-        s = summarize(acc, probe if method_has_probe else None)
-        if not matrix_meaningful:  # Joint 'final': earlier rows are the untrained network
+        s = summarize(*accuracy_matrix(metrics, setting))
+        if not full_matrix:  # Joint 'final': rows before the last task are the untrained network
             s.update(aia=float("nan"), forgetting=float("nan"), forgetting_mammoth=float("nan"),
                      bwt=float("nan"), fwt=float("nan"))
         out[setting] = s

@@ -332,8 +332,9 @@ def _shape_layer(set_id, category, cx, cy, scale_px, theta, aspect, texture, pri
     if x1 <= x0 or y1 <= y0:
         return None
     f = len(cx)
-    cos = np.cos(theta).astype(np.float32).reshape(f, 1, 1)
-    sin = np.sin(theta).astype(np.float32).reshape(f, 1, 1)
+    # scalar libm calls per frame (not numpy's SIMD loops) for platform-stable per-frame constants
+    cos = np.array([math.cos(t) for t in np.asarray(theta, np.float64)], np.float32).reshape(f, 1, 1)
+    sin = np.array([math.sin(t) for t in np.asarray(theta, np.float64)], np.float32).reshape(f, 1, 1)
     inv = (1.0 / scale_px).astype(np.float32).reshape(f, 1, 1)
     dx = _PIX[None, None, x0:x1] - cx.astype(np.float32).reshape(f, 1, 1)  # [F,1,w]
     dy = cy.astype(np.float32).reshape(f, 1, 1) - _PIX[None, y0:y1, None]  # [F,h,1], up positive
@@ -442,8 +443,8 @@ def _smooth_path(start, end, frames: int):
 
 def _gauss_kernel(sigma: float) -> np.ndarray:
     r = int(math.ceil(3 * sigma))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
+    k = np.array([math.exp(-0.5 * (i / sigma) ** 2) for i in range(-r, r + 1)])
+    return (k / math.fsum(k)).astype(np.float32)
 
 
 _KERNEL = _gauss_kernel(PARAMS["saliency_sigma"])
@@ -491,6 +492,14 @@ def render_video(set_id: int, object_id: int, session_id: int, seed: int = 0, fr
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(x uint8 [F,3,32,32], sal uint8 [F,1,32,32]) of one (object, session) video; set_id 0 = main,
     1 = aux. Depends only on its arguments (generate_shapes produces exactly these rows)."""
+    x, sal, _ = _render(set_id, object_id, session_id, seed, frames)
+    return x, sal
+
+
+def _render(set_id: int, object_id: int, session_id: int, seed: int, frames: int):
+    """render_video plus the object's soft mask at 32 x 32 (float32 [F,32,32], for tests)."""
+    if isinstance(frames, str):
+        frames = FRAME_PRESETS[frames]
     _check_ids(set_id, object_id, session_id, frames)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(set_id), int(object_id), int(session_id)]))
     session = SESSIONS[session_id]
@@ -560,7 +569,7 @@ def render_video(set_id: int, object_id: int, session_id: int, seed: int = 0, fr
     for a in dis_alpha:
         sal = np.maximum(sal, _peak_normalise(_blur(_down(a)), 255.0 * P["saliency_distractor_peak"]))
     sal = np.clip(np.rint(sal), 0, 255).astype(np.uint8)[:, None]
-    return np.ascontiguousarray(x), np.ascontiguousarray(sal)
+    return np.ascontiguousarray(x), np.ascontiguousarray(sal), _down(obj_alpha)
 
 
 # --------------------------------------------------------------------------------------------------
