@@ -9,6 +9,7 @@ everything that is not forward/backward (performance.md §5).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -17,7 +18,6 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from .backbones import build_backbone
 from .device import describe, pick_device
 from .hparams import resolve
 from .methods import get_method, make_hparams
@@ -68,9 +68,7 @@ def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, 
     hp = make_hparams(method, resolve(method, spec.name, buffer_size, hparams_dir=hparams_dir))
     torch.manual_seed(0)
 
-    def make_net():
-        return build_backbone(spec.backbone, scenario.input_shape, scenario.n_classes, **spec.backbone_options).to(dev)
-
+    make_net = functools.partial(scenario.build_net, hp.channels_last)
     ctx = Context(scenario.n_classes, scenario.task_classes, scenario.transform, dev, 0, buffer_size, make_net)
     model = cls(make_net(), hp, ctx).to(dev)
     first, second = scenario.task(0), scenario.task(1)

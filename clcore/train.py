@@ -3,6 +3,7 @@ resume after a kill, and the run's outputs (metrics.parquet, run.json)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import random
@@ -15,7 +16,6 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .backbones import build_backbone
 from .device import describe, pick_device
 from .io import atomic_path, git_commit, write_json
 from .methods import get_method, make_hparams
@@ -98,9 +98,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     scenario = Scenario(spec, prepared_dir, dev)
     _seed_everything(seed)
 
-    def make_net():
-        return build_backbone(spec.backbone, scenario.input_shape, scenario.n_classes, **spec.backbone_options).to(dev)
-
+    make_net = functools.partial(scenario.build_net, hp.channels_last)
     ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
                   device=dev, seed=seed, buffer_size=buffer_size, make_net=make_net,
                   reset_optimizer_each_task=spec.reset_optimizer_each_task)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from clcore.bench import BENCH_SCHEMA
 from clcore.cli import main
 from clcore.results import load_metrics
+from helpers import wait_for_checkpoint_writes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,20 +63,6 @@ def test_bench_schema_and_overhead(tmp_path, prepared_dir):
     df = table.to_pandas()
     assert (df.step_ms_median > 0).all() and (df.backbone_step_ms > 0).all() and (df.images_per_s > 0).all()
     assert list(df.expected_passes) == [1, 2, 3]
-
-
-def wait_for_checkpoint_writes(path: Path, writes: int, proc, timeout=120):
-    """Block until `path` has been (re)written `writes` times (one write per finished task)."""
-    seen, deadline = set(), time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            seen.add(path.stat().st_mtime_ns)
-        except FileNotFoundError:
-            pass
-        if len(seen) >= writes:
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"the run never wrote its checkpoint {writes} times")
 
 
 def test_sigkill_during_third_task_then_resume(tmp_path, prepared_dir):

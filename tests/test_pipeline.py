@@ -1,23 +1,30 @@
 """The Snakemake DAG: dry runs of the default config, errors before any job starts, and one small
 end-to-end run in a temporary directory whose Parquet outputs are checked against their schemas."""
 
+import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA
+from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA, load_metrics
+from helpers import wait_for_checkpoint_writes
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def workdir(tmp_path, config=None) -> Path:
     """A copy of the workflow (not the results) in tmp_path, optionally with another config.yaml."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for item in ("Snakefile", "rules", "workflow", "config"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
@@ -26,8 +33,11 @@ def workdir(tmp_path, config=None) -> Path:
     return tmp_path
 
 
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", "--cores", "2"]
+
+
 def snakemake(cwd, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", "--cores", "2", *args]
+    cmd = [*SNAKEMAKE, *args]
     out = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
     if check and out.returncode:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout}")
@@ -104,3 +114,28 @@ def test_end_to_end_small_slice(tmp_path):
     assert "Nothing to be done" in snakemake(wd, "-n").stdout
     snakemake(wd, "--report", "report.zip")
     assert (wd / "report.zip").stat().st_size > 0
+
+
+def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):
+    """SIGKILL a training job in its third task; running the same Snakemake command again resumes it from
+    its task-2 checkpoint, and its accuracies equal those of an uninterrupted run with the same seed."""
+    config = small_config(methods=["er"], seeds=[3], overrides={"er": {"n_epochs": 60}})  # ~1 s per task
+    killed, reference = (workdir(tmp_path / name, config) for name in ("killed", "reference"))
+    proc = subprocess.Popen(SNAKEMAKE, cwd=killed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dirs = lambda root: list(root.glob("results/runs/seq-digits/er-h*/buf50/seed3"))
+    while not run_dirs(killed) and proc.poll() is None:
+        time.sleep(0.01)
+    ckpt = run_dirs(killed)[0] / "checkpoint.pt"
+    wait_for_checkpoint_writes(ckpt, 2, proc)  # tasks 1 and 2 are done: the job is in task 3
+    job = [p for p in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
+    assert len(job) == 1, job
+    job[0].send_signal(signal.SIGKILL)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Error in rule train" in log
+    assert ckpt.exists() and not (ckpt.parent / "metrics.parquet").exists()
+
+    snakemake(killed)  # the same command
+    assert json.loads((ckpt.parent / "run.json").read_text())["phases"]["resumed_at_task"] == [2]
+    snakemake(reference)
+    accuracy = lambda d: (lambda m: m[m.metric == "accuracy"].reset_index(drop=True))(load_metrics(d / "metrics.parquet"))
+    pd.testing.assert_frame_equal(accuracy(ckpt.parent), accuracy(run_dirs(reference)[0]))

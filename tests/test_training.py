@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from clcore import data
 from clcore.errors import NonFiniteLossError, UnknownNameError
 from clcore.hparams import resolve, run_name
 from clcore.methods import get_method
@@ -14,9 +15,9 @@ from clcore.results import METRICS_SCHEMA, accuracy_matrix, load_metrics
 from clcore.train import run_training
 
 
-def train(prepared_dir, out, method, buffer_size=0, seed=0, **overrides):
-    hp = resolve(method, "seq-digits", buffer_size, overrides)
-    return run_training("seq-digits", method, buffer_size, seed, hp, prepared_dir, out)
+def train(prepared_dir, out, method, buffer_size=0, seed=0, benchmark="seq-digits", **overrides):
+    hp = resolve(method, benchmark, buffer_size, overrides)
+    return run_training(benchmark, method, buffer_size, seed, hp, prepared_dir, out)
 
 
 def test_outputs_and_schema(prepared_dir, tmp_path):
@@ -90,3 +91,19 @@ def test_class_il_ordering_on_digits(prepared_dir, tmp_path):
         faa[method] = np.mean([train(prepared_dir, tmp_path / f"{method}{s}", method, buffer_size, seed=s)
                                ["summary"]["class_il"]["faa"] for s in range(3)])
     assert faa["joint"] > faa["derpp"] >= faa["er"] - 1 > faa["sgd"] + 10, faa
+
+
+@pytest.mark.slow
+def test_class_il_ordering_on_shapes(tmp_path):
+    """The embedded default's acceptance (config/config.yaml, seq-shapes, buffer 100, seeds 0-2): class-IL
+    joint > derpp > er > sgd + 10, and task-IL above class-IL for the rehearsal methods. About 8 minutes
+    on one core: run it with `python -m pytest -m slow`."""
+    data.prepare("shapes", tmp_path)
+    summary = {}
+    for method, buffer_size in (("joint", 0), ("derpp", 100), ("er", 100), ("sgd", 0)):
+        runs = [train(tmp_path, tmp_path / f"{method}{s}", method, buffer_size, seed=s, benchmark="seq-shapes")
+                ["summary"] for s in range(3)]
+        summary[method] = {setting: np.mean([r[setting]["faa"] for r in runs]) for setting in ("class_il", "task_il")}
+    faa = {method: values["class_il"] for method, values in summary.items()}
+    assert faa["joint"] > faa["derpp"] > faa["er"] > faa["sgd"] + 10, summary
+    assert all(summary[m]["task_il"] > summary[m]["class_il"] for m in ("derpp", "er")), summary

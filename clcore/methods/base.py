@@ -28,6 +28,9 @@ class Hparams:
     batch_size: int = 32     # set by the benchmark protocol
     optim_wd: float = 0.0    # Mammoth default: no weight decay
     optim_mom: float = 0.0   # Mammoth default: plain SGD
+    lr_milestones: tuple[int, ...] = ()  # set by the benchmark protocol: epochs where lr *= lr_gamma, every task
+    lr_gamma: float = 0.1
+    channels_last: bool = False  # set by the benchmark protocol (memory layout of the conv weights)
 
 
 @dataclass
@@ -114,6 +117,8 @@ class ContinualMethod(nn.Module):
         log, rows = LossLog(task.index, self.device), []
         n, bs = task.x.shape[0], self.hp.batch_size
         for epoch in range(self.hp.n_epochs):
+            for group in self.opt.param_groups:
+                group["lr"] = self.epoch_lr(epoch)
             start_steps = log.steps
             perm = torch.randperm(n, generator=self.generator, device=self.device)
             for start in range(0, n, bs):
@@ -130,6 +135,10 @@ class ContinualMethod(nn.Module):
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.net.parameters(), lr=self.hp.lr, momentum=self.hp.optim_mom,
                                weight_decay=self.hp.optim_wd)
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The protocol's step schedule, restarted at every task (Mammoth's per-task MultiStepLR)."""
+        return self.hp.lr * self.hp.lr_gamma ** sum(epoch >= m for m in self.hp.lr_milestones)
 
     def make_buffer(self):
         """The replay memory of methods with `uses_buffer` (default: a reservoir of ctx.buffer_size)."""

@@ -1,0 +1,18 @@
+"""Helpers shared by test modules (tests/ is on sys.path under pytest's default import mode)."""
+
+import time
+from pathlib import Path
+
+
+def wait_for_checkpoint_writes(path: Path, writes: int, proc, timeout=120):
+    """Block until `path` has been (re)written `writes` times (one write per finished task)."""
+    seen, deadline = set(), time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            seen.add(path.stat().st_mtime_ns)
+        except FileNotFoundError:
+            pass
+        if len(seen) >= writes:
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"the run never wrote its checkpoint {writes} times")
