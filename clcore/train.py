@@ -30,8 +30,13 @@ RUN_JSON_VERSION = 1
 
 
 @torch.no_grad()
-def evaluate(method, scenario: Scenario, batch_size: int = 1024) -> dict[str, list[float]]:
-    """Accuracy (%) on every task's test data, class-IL and task-IL, from one forward per batch."""
+def evaluate(method, scenario: Scenario, after_task: int = RANDOM_INIT_ROW, batch_size: int = 1024) -> dict[str, list[float]]:
+    """Accuracy (%) on every task's test data, class-IL and task-IL, from one forward per batch.
+
+    Class-IL after task t chooses among the classes of tasks 0..max(t, i) for a sample of task i, as
+    Mammoth's `evaluate` does (`outputs[:, :n_seen_classes]`; task t+1 is the FWT probe, scored when
+    its classes become known). The random-init probe row chooses among all classes.
+    """
     method.eval()
     n_tasks, dev = scenario.n_tasks, scenario.device
     correct = {s: torch.zeros(n_tasks, device=dev) for s in SETTINGS}
@@ -40,6 +45,9 @@ def evaluate(method, scenario: Scenario, batch_size: int = 1024) -> dict[str, li
         x, y = scenario.test_x[start:start + batch_size], scenario.test_y[start:start + batch_size]
         scores = method.predict(scenario.transform.test(x))
         task = scenario.class_task[y]
+        if after_task != RANDOM_INIT_ROW:
+            known = scenario.class_task[None, :] <= task.clamp(min=after_task)[:, None]
+            scores = scores.masked_fill(~known, float("-inf"))
         masked = scores.masked_fill(~scenario.task_il_mask(task), float("-inf"))
         for setting, s in (("class_il", scores), ("task_il", masked)):
             correct[setting].index_add_(0, task, (s.argmax(1) == y).float())
@@ -49,7 +57,7 @@ def evaluate(method, scenario: Scenario, batch_size: int = 1024) -> dict[str, li
 
 
 def _evaluation_rows(method, scenario, after_task: int) -> tuple[list[dict], dict]:
-    acc = evaluate(method, scenario)
+    acc = evaluate(method, scenario, after_task)
     rows = [r for s in SETTINGS for r in accuracy_rows(acc[s], s, after_task)]
     return rows, acc
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clcore.report.figures import FIGURES, write_figure
+from clcore.report.figures import FIGURES, accuracy_curve, write_figure
 from clcore.report.tables import format_mean_std, summary_table, write_summary
 from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, write_table
 
@@ -29,7 +29,7 @@ def _runs_frame() -> pd.DataFrame:
                    seed=seed, hparam_hash=name.partition("-h")[2] or None, wall_time_s=1.0, device="cpu",
                    git_commit="abc", clcore_version="0.1", run_json=f"{name}/run.json")
         row.update({f"{s}_{m}": float("nan") for s in SETTINGS for m in SUMMARY_METRICS})
-        row.update(class_il_faa=cil, task_il_faa=til, class_il_forgetting_mammoth=forgetting)
+        row.update(class_il_faa=cil, task_il_faa=til, class_il_forgetting_mammoth=forgetting, class_il_aia=cil)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -129,3 +129,11 @@ def test_write_figure_rejects_missing_benchmark_and_kind(tables, tmp_path):
     with pytest.raises(ValueError, match="unknown figure"):
         write_figure("pie_chart", *tables, "seq-a", tmp_path / "f.png", tmp_path / "f.pdf")
     assert not (tmp_path / "f.png").exists()
+
+
+def test_curve_shows_a_final_only_run_as_one_point():
+    runs = _runs_frame()
+    runs.loc[runs.run_name == "sgd", "class_il_aia"] = float("nan")  # as Joint in `final` mode
+    fig = accuracy_curve(runs, _accuracy_frame(), "seq-a")
+    points = {line.get_label(): len(line.get_xdata()) for line in fig.axes[0].lines}
+    assert points["sgd"] == 1 and points["derpp (buf 200)"] == T

@@ -6,13 +6,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from clcore import data
 from clcore.errors import NonFiniteLossError, UnknownNameError
 from clcore.hparams import resolve, run_name
 from clcore.methods import get_method
 from clcore.results import METRICS_SCHEMA, accuracy_matrix, load_metrics
-from clcore.train import run_training
+from clcore.scenarios import BenchmarkSpec, Scenario, Task
+from clcore.train import evaluate, run_training
 
 
 def train(prepared_dir, out, method, buffer_size=0, seed=0, benchmark="seq-digits", **overrides):
@@ -107,3 +109,44 @@ def test_class_il_ordering_on_shapes(tmp_path):
     faa = {method: values["class_il"] for method, values in summary.items()}
     assert faa["joint"] > faa["derpp"] > faa["er"] > faa["sgd"] + 10, summary
     assert all(summary[m]["task_il"] > summary[m]["class_il"] for m in ("derpp", "er")), summary
+
+
+def test_step_schedule_restarts_every_task():
+    """lr_milestones: lr x lr_gamma from each milestone epoch on, back to lr at every task's first epoch."""
+    from test_losses import make  # a 2-class identity network
+
+    m = make("sgd", lr=0.1, n_epochs=3, batch_size=2, lr_milestones=(1, 2))
+    assert [m.epoch_lr(e) for e in range(3)] == pytest.approx([0.1, 0.01, 0.001])
+    seen = []
+    m.observe = lambda x, y, x_raw: seen.append(m.opt.param_groups[0]["lr"]) or {}
+    x = torch.zeros(2, 2, 1, 1, dtype=torch.uint8)
+    for index in range(2):
+        m.train_task(Task(index, (index,), x, torch.full((2,), index)))
+    assert seen == pytest.approx([0.1, 0.01, 0.001] * 2)
+
+
+def test_channels_last_is_a_protocol_setting_recorded_in_the_hparams(prepared_dir):
+    hp = resolve("er", "seq-shapes", 100)
+    assert hp["channels_last"] is True and hp["lr_milestones"] == (4,)
+    assert resolve("er", "seq-digits", 100)["channels_last"] is False
+    scenario = Scenario(BenchmarkSpec("conv-digits", "digits", 5, 2, "resnet18", {"nf": 8}), prepared_dir)
+    assert scenario.build_net(channels_last=True).conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert scenario.build_net(channels_last=False).conv1.weight.is_contiguous()
+
+
+def test_class_il_chooses_among_the_classes_known_at_evaluation(prepared_dir):
+    """After task t a sample of task i is classified among the classes of tasks 0..max(t, i) (Mammoth's
+    `outputs[:, :n_seen_classes]`); the random-init probe chooses among all classes."""
+
+    class Constant(torch.nn.Module):  # scores: class 9 first, class 0 second, for every image
+        def predict(self, x):
+            return torch.tensor([1.0] + [0.0] * 8 + [10.0]).expand(x.shape[0], 10)
+
+    scenario = Scenario(BenchmarkSpec("seq-digits", "digits", 5, 2, "mlp"), prepared_dir)
+    share = lambda label, task: 100 * ((scenario.test_y == label) & (scenario.class_task[scenario.test_y] == task)).sum() \
+        / (scenario.class_task[scenario.test_y] == task).sum()
+    after_first = evaluate(Constant(), scenario, after_task=0)["class_il"]
+    assert after_first[0] == pytest.approx(float(share(0, 0)))  # 9 unknown yet: class 0 wins
+    assert after_first[1] == 0 and after_first[4] == pytest.approx(float(share(9, 4)))
+    probe = evaluate(Constant(), scenario, after_task=-1)["class_il"]
+    assert probe[0] == 0 and probe[4] == pytest.approx(float(share(9, 4)))

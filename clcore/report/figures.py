@@ -38,6 +38,11 @@ def _select(df: pd.DataFrame, run_name: str, buffer_size: int) -> pd.DataFrame:
     return df[(df.run_name == run_name) & (df.buffer_size == buffer_size)]
 
 
+def _final_only(runs: pd.DataFrame, run_name: str, buffer_size: int) -> bool:
+    """True where only the last accuracy row is a trained model's (Joint in `final` mode: NaN AIA)."""
+    return bool(_select(runs, run_name, buffer_size).class_il_aia.isna().all())
+
+
 def _class_il(accuracy: pd.DataFrame) -> pd.DataFrame:
     """Class-IL entries of the trained network (the random-init probe row left out)."""
     return accuracy[(accuracy.setting == "class_il") & (accuracy.after_task >= 0)]
@@ -58,6 +63,8 @@ def accuracy_matrix(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
     for ax, (name, buffer) in zip(axes.flat, groups):
         ax.set_title(_label(name, buffer), fontsize="medium")
         mean = _select(acc, name, buffer).groupby(["after_task", "eval_task"]).value.mean().unstack()
+        if _final_only(runs, name, buffer):
+            mean.loc[mean.index < mean.index.max()] = np.nan
         if mean.empty:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
@@ -111,6 +118,9 @@ def accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
         per_seed = _select(acc, name, buffer).groupby(["seed", "after_task"]).value.mean()
         if per_seed.empty:
             continue
+        if _final_only(runs, name, buffer):  # one marker at the last task, no curve through untrained rows
+            after = per_seed.index.get_level_values("after_task")
+            per_seed = per_seed[after == after.max()]
         stats = per_seed.groupby("after_task").agg(["mean", "std"]).sort_index()
         tasks = stats.index.to_numpy() + 1
         std = stats["std"].fillna(0.0).to_numpy()
