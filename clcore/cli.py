@@ -11,6 +11,8 @@ import yaml
 
 from .errors import CLError
 
+EMBEDDED_HASHES = "config/reference/embedded_hashes.json"  # datasets.md §6: bytes on the reference platform
+
 
 class Group(click.Group):
     """Turns clcore's errors into one clear line and the error's exit code (no traceback)."""
@@ -68,11 +70,15 @@ def list_(what):
 @click.option("--prepared-dir", default="resources/prepared", show_default=True, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Rebuild even if an intact copy exists.")
 @click.option("--verify", is_flag=True, help="Recompute every file's sha256 against meta.json.")
-def prepare(name, prepared_dir, force, verify):
+@click.option("--expected-hashes", default=EMBEDDED_HASHES, show_default=True,
+              help="sha256 of the generated datasets on the reference platform (ignored if absent).")
+@click.option("--strict", is_flag=True, help="Fail (exit 3) instead of warning when they differ.")
+def prepare(name, prepared_dir, force, verify, expected_hashes, strict):
     """Turn dataset NAME into the uniform uint8 tensor format all training reads."""
     from .data import prepare as prepare_dataset
 
-    meta = prepare_dataset(name, prepared_dir, force=force, verify=verify)
+    expected = expected_hashes if Path(expected_hashes).exists() else None
+    meta = prepare_dataset(name, prepared_dir, force=force, verify=verify, expected_hashes=expected, strict=strict)
     sizes = ", ".join(f"{split} {info['n']}" for split, info in meta["splits"].items())
     click.echo(f"{name}: {sizes} -> {Path(prepared_dir) / name}")
 

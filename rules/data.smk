@@ -7,6 +7,7 @@ rule prepare_dataset:
         PREPARED / "{prepared}" / "meta.json",
     params:
         prepared_dir=PREPARED,
+        expected_hashes="config/reference/embedded_hashes.json",  # a mismatch warns in the log
     log:
         "logs/prepare_dataset/{prepared}.log",
     script:

@@ -1,10 +1,13 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from clcore import data
+from clcore.cli import main
 from clcore.errors import DatasetMissingError
 from clcore.scenarios import Scenario, get_benchmark
 
@@ -34,3 +37,22 @@ def test_scenario_tasks_and_masks(prepared_dir):
 def test_missing_prepared_dataset_says_what_to_run(tmp_path):
     with pytest.raises(DatasetMissingError, match="clcore prepare digits"):
         data.load("digits", "train", tmp_path)
+
+
+REFERENCE_HASHES = Path(__file__).resolve().parents[1] / "config/reference/embedded_hashes.json"
+
+
+def test_digits_bytes_equal_the_reference_platform(tmp_path):
+    data.prepare("digits", tmp_path, expected_hashes=REFERENCE_HASHES, strict=True)
+    recorded = json.loads(REFERENCE_HASHES.read_text())["digits"]
+    assert data.file_hashes(data.metadata("digits", tmp_path)) == recorded
+
+
+def test_reference_hash_mismatch_warns_or_fails_when_strict(tmp_path, prepared_dir):
+    wrong = tmp_path / "hashes.json"
+    wrong.write_text(json.dumps({"digits": {"train.y.npy": "0" * 64}}))
+    with pytest.warns(UserWarning, match=r"digits: 1 file\(s\) differ .*train\.y\.npy"):
+        data.prepare("digits", tmp_path / "a", expected_hashes=wrong)
+    result = CliRunner().invoke(main, ["prepare", "digits", "--prepared-dir", tmp_path / "b",
+                                       "--expected-hashes", wrong, "--strict"])
+    assert result.exit_code == 3 and "differ from the reference platform" in result.output

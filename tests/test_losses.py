@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clcore.augment import Transform
+from clcore.backbones import CosineLinear
 from clcore.methods import get_method, make_hparams
 from clcore.methods.base import Context
 from clcore.methods.er_ace import ace_mask
@@ -81,6 +82,19 @@ def test_er_ace_masks_nothing_in_the_first_task():
     m.begin_task(Task(0, (0,), x, torch.tensor([0])))
     loss = m.observe(x, torch.tensor([0]), x.to(torch.uint8))["loss"].item()
     assert loss == pytest.approx(ce([1, 3], 0), abs=1e-6)  # class 1 logit still competes
+
+
+def test_er_ace_cosine_classifier_by_hand():
+    m = make("er_ace", buffer_size=4, lr=0.0, classifier="cosine")
+    head = m.net.classifier
+    assert isinstance(head, CosineLinear)
+    assert any(p is head.weight for p in m.opt.param_groups[0]["params"])  # the optimiser trains the new head
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    x = torch.tensor([[3.0, 4.0]])[:, :, None, None]
+    assert torch.allclose(m.net(x), torch.tensor([[6.0, 8.0]]))  # 10 · ([3, 4]/5 · unit rows)
+    with pytest.raises(ValueError, match="classifier"):
+        make("er_ace", buffer_size=4, classifier="cosin")
 
 
 def test_icarl_targets_spec_case():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import lookup
+from ..errors import ChecksumError, lookup
 from ..io import read_json
 from .prepared import read_split, verify_prepared, write_prepared
 
@@ -40,8 +41,13 @@ def _prepare_digits():
 PREPARERS = {"digits": _prepare_digits, "shapes": _prepare_shapes}
 
 
-def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, verify: bool = False) -> dict:
-    """Build `<prepared_dir>/<name>/`. A complete, intact dataset is left alone unless `force`."""
+def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, verify: bool = False,
+            expected_hashes=None, strict: bool = False) -> dict:
+    """Build `<prepared_dir>/<name>/`. A complete, intact dataset is left alone unless `force`.
+
+    `expected_hashes` (a JSON file: dataset -> file -> sha256, e.g. config/reference/embedded_hashes.json)
+    checks that a generated dataset is byte-identical to the one recorded on the reference platform.
+    """
     preparer = lookup("dataset", PREPARERS, name)
     out = Path(prepared_dir) / name
     if (out / "meta.json").exists() and not force:
@@ -50,12 +56,32 @@ def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, v
             return read_json(out / "meta.json")
         force = True
     splits, meta = preparer()
-    return write_prepared(out, name, splits, meta)
+    meta = write_prepared(out, name, splits, meta)
+    if expected_hashes is not None:
+        check_reference_hashes(meta, read_json(expected_hashes).get(name, {}), strict)
+    return meta
+
+
+def file_hashes(meta: dict) -> dict[str, str]:
+    """file name -> sha256 of every array of a prepared dataset."""
+    return {info["file"]: info["sha256"] for s in meta["splits"].values() for info in s["fields"].values()}
+
+
+def check_reference_hashes(meta: dict, expected: dict[str, str], strict: bool = False) -> None:
+    """Warn (or, if `strict`, raise ChecksumError) where a file differs from the reference platform's."""
+    differ = sorted(f for f, sha in file_hashes(meta).items() if f in expected and expected[f] != sha)
+    if not differ:
+        return
+    message = (f"{meta['name']}: {len(differ)} file(s) differ from the reference platform's bytes "
+               f"({', '.join(differ)}); results may differ slightly from published embedded numbers. "
+               f"Floating-point rendering can differ across CPUs and library versions.")
+    if strict:
+        raise ChecksumError(message)
+    warnings.warn(message, stacklevel=2)
 
 
 def _listed_files(out: Path) -> list[str]:
-    meta = read_json(out / "meta.json")
-    return [info["file"] for s in meta["splits"].values() for info in s["fields"].values()]
+    return list(file_hashes(read_json(out / "meta.json")))
 
 
 def load(name: str, split: str, prepared_dir="resources/prepared", device="cpu") -> dict[str, torch.Tensor]:

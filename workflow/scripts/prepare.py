@@ -3,7 +3,7 @@ def main(smk):
     from clcore.io import redirect_output
 
     with redirect_output(smk.log[0]):
-        prepare(smk.wildcards.prepared, smk.params.prepared_dir)
+        prepare(smk.wildcards.prepared, smk.params.prepared_dir, expected_hashes=smk.params.expected_hashes)
 
 
 if "snakemake" in globals():
