@@ -98,7 +98,7 @@ def test_class_il_ordering_on_digits(prepared_dir, tmp_path):
 @pytest.mark.slow
 def test_class_il_ordering_on_shapes(tmp_path):
     """The embedded default's acceptance (config/config.yaml, seq-shapes, buffer 100, seeds 0-2): class-IL
-    joint > derpp > er > sgd + 10, and task-IL above class-IL for the rehearsal methods. About 8 minutes
+    joint > derpp > er > sgd + 10, and task-IL above class-IL for the rehearsal methods. About 6 minutes
     on one core: run it with `python -m pytest -m slow`."""
     data.prepare("shapes", tmp_path)
     summary = {}
