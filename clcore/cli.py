@@ -73,12 +73,16 @@ def list_(what):
 @click.option("--expected-hashes", default=EMBEDDED_HASHES, show_default=True,
               help="sha256 of the generated datasets on the reference platform (ignored if absent).")
 @click.option("--strict", is_flag=True, help="Fail (exit 3) instead of warning when they differ.")
-def prepare(name, prepared_dir, force, verify, expected_hashes, strict):
+@click.option("--raw-dir", default="resources/raw", show_default=True, help="Raw files go to RAW_DIR/NAME/.")
+@click.option("--sources", default="config/datasets.yaml", show_default=True, help="Mirror list and checksums.")
+@click.option("--no-download", is_flag=True, help="Fail (exit 2) instead of downloading a missing raw file.")
+def prepare(name, prepared_dir, force, verify, expected_hashes, strict, raw_dir, sources, no_download):
     """Turn dataset NAME into the uniform uint8 tensor format all training reads."""
     from .data import prepare as prepare_dataset
 
     expected = expected_hashes if Path(expected_hashes).exists() else None
-    meta = prepare_dataset(name, prepared_dir, force=force, verify=verify, expected_hashes=expected, strict=strict)
+    meta = prepare_dataset(name, prepared_dir, force=force, verify=verify, expected_hashes=expected, strict=strict,
+                           raw_dir=raw_dir, sources=sources, download=not no_download)
     sizes = ", ".join(f"{split} {info['n']}" for split, info in meta["splits"].items())
     click.echo(f"{name}: {sizes} -> {Path(prepared_dir) / name}")
 

@@ -7,6 +7,8 @@ rule prepare_dataset:
         PREPARED / "{prepared}" / "meta.json",
     params:
         prepared_dir=PREPARED,
+        raw_dir=config["paths"]["raw"],
+        sources="config/datasets.yaml",  # mirrors and md5 of the downloaded datasets
         expected_hashes="config/reference/embedded_hashes.json",  # a mismatch warns in the log
     log:
         "logs/prepare_dataset/{prepared}.log",

@@ -10,10 +10,12 @@ import torch
 
 from ..errors import ChecksumError, lookup
 from ..io import read_json
-from .prepared import read_split, verify_prepared, write_prepared
+from .classic import prepare_cifar10, prepare_cifar100, prepare_mnist
+from .download import DEFAULT_SOURCES, fetch, load_sources
+from .prepared import file_digest, read_split, verify_prepared, write_prepared
 
 
-def _prepare_shapes():
+def _prepare_shapes(get=None):
     from .shapes import MAIN_CATEGORIES, generate_shapes
 
     splits, generator_meta = generate_shapes(seed=0, frames=6)
@@ -31,22 +33,26 @@ def _prepare_shapes():
     return splits, meta
 
 
-def _prepare_digits():
+def _prepare_digits(get=None):
     from .digits import prepare_digits
 
     return prepare_digits()
 
 
-# name -> function returning (splits, meta) for write_prepared
-PREPARERS = {"digits": _prepare_digits, "shapes": _prepare_shapes}
+# name -> function(get) returning (splits, meta) for write_prepared; `get(file)` fetches a raw file
+PREPARERS = {"digits": _prepare_digits, "shapes": _prepare_shapes, "mnist": prepare_mnist,
+             "cifar10": prepare_cifar10, "cifar100": prepare_cifar100}
 
 
 def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, verify: bool = False,
-            expected_hashes=None, strict: bool = False) -> dict:
+            expected_hashes=None, strict: bool = False, raw_dir="resources/raw", sources=DEFAULT_SOURCES,
+            download: bool = True) -> dict:
     """Build `<prepared_dir>/<name>/`. A complete, intact dataset is left alone unless `force`.
 
-    `expected_hashes` (a JSON file: dataset -> file -> sha256, e.g. config/reference/embedded_hashes.json)
-    checks that a generated dataset is byte-identical to the one recorded on the reference platform.
+    Raw files come from `<raw_dir>/<name>/`, downloaded from the mirrors listed in `sources` unless
+    `download` is off. `expected_hashes` (a JSON file: dataset -> file -> sha256, e.g.
+    config/reference/embedded_hashes.json) checks that a generated dataset is byte-identical to the one
+    recorded on the reference platform.
     """
     preparer = lookup("dataset", PREPARERS, name)
     out = Path(prepared_dir) / name
@@ -55,7 +61,20 @@ def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, v
         if not bad:
             return read_json(out / "meta.json")
         force = True
-    splits, meta = preparer()
+    raw_files, fetched = {}, []
+
+    def get(file_name: str) -> Path:
+        if not raw_files:
+            raw_files.update({f.name: f for f in load_sources(name, sources)})
+        raw = raw_files[file_name]
+        path = fetch(raw, Path(raw_dir) / name, name, download)
+        fetched.append({"name": raw.name, "url": raw.mirrors[0] + raw.name, "md5": raw.md5,
+                        "sha256": file_digest(path)})
+        return path
+
+    splits, meta = preparer(get)
+    if fetched:
+        meta["source"] = fetched
     meta = write_prepared(out, name, splits, meta)
     if expected_hashes is not None:
         check_reference_hashes(meta, read_json(expected_hashes).get(name, {}), strict)

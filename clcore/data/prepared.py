@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import ChecksumError, DatasetMissingError
+from ..errors import DatasetMissingError
 from ..io import atomic_path, git_commit, read_json, write_json
 
 SCHEMA_VERSION = 1
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
@@ -45,7 +45,7 @@ def write_prepared(out_dir, name: str, splits: dict[str, dict[str, np.ndarray]],
                 with open(tmp, "wb") as f:
                     np.save(f, np.ascontiguousarray(array), allow_pickle=False)
             files[field] = {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape),
-                            "sha256": sha256_file(path)}
+                            "sha256": file_digest(path)}
         split_meta[split] = {"n": int(n), "fields": files}
     full = {
         "schema_version": SCHEMA_VERSION,
@@ -69,7 +69,7 @@ def verify_prepared(out_dir) -> list[str]:
     for split in meta["splits"].values():
         for info in split["fields"].values():
             path = out_dir / info["file"]
-            if not path.exists() or sha256_file(path) != info["sha256"]:
+            if not path.exists() or file_digest(path) != info["sha256"]:
                 bad.append(info["file"])
     return bad
 
@@ -89,17 +89,3 @@ def read_split(out_dir, split: str, mmap: bool = True) -> dict[str, np.ndarray]:
         raise KeyError(f"{out_dir.name} has no split '{split}' (it has {', '.join(meta['splits'])})")
     return {field: np.load(out_dir / info["file"], mmap_mode="r" if mmap else None, allow_pickle=False)
             for field, info in meta["splits"][split]["fields"].items()}
-
-
-def check_file(path, expected: str, algorithm: str = "md5") -> str:
-    """Raise ChecksumError (deleting the file) unless its hash equals `expected`; return the sha256."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    observed = h.hexdigest()
-    if observed != expected:
-        Path(path).unlink()
-        raise ChecksumError(f"{path}: {algorithm} mismatch (expected {expected}, observed {observed}); the file "
-                            f"was deleted, retry the download")
-    return sha256_file(path)

@@ -3,7 +3,8 @@ def main(smk):
     from clcore.io import redirect_output
 
     with redirect_output(smk.log[0]):
-        prepare(smk.wildcards.prepared, smk.params.prepared_dir, expected_hashes=smk.params.expected_hashes)
+        prepare(smk.wildcards.prepared, smk.params.prepared_dir, expected_hashes=smk.params.expected_hashes,
+                raw_dir=smk.params.raw_dir, sources=smk.params.sources)
 
 
 if "snakemake" in globals():

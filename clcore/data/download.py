@@ -1,0 +1,106 @@
+"""Raw files of the real datasets: mirror lists, checksummed, retried and resumable downloads
+(datasets.md §3).
+
+Mirror lists live in `config/datasets.yaml` (dataset -> files -> md5 and mirrors), so a cluster can
+point at a local copy and the tests at `file://` fixtures. A download streams to `<file>.part`, resumes
+an interrupted `.part` with an HTTP Range request, verifies the checksum and only then renames. Nothing
+here runs while Snakemake parses the DAG: only `clcore prepare` (the `prepare_dataset` local rule) calls it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from ..errors import ChecksumError, DatasetMissingError
+from .prepared import file_digest
+
+DEFAULT_SOURCES = "config/datasets.yaml"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RawFile:
+    name: str                  # file name under resources/raw/<dataset>/
+    md5: str                   # the provider's checksum (torchvision's resource lists)
+    mirrors: tuple[str, ...]   # base URLs, tried in order; the file name is appended
+
+
+def load_sources(dataset: str, path=DEFAULT_SOURCES) -> list[RawFile]:
+    entry = (yaml.safe_load(Path(path).read_text()) or {}).get(dataset)
+    if not entry:
+        raise KeyError(f"no raw files are listed for '{dataset}' in {path}")
+    return [RawFile(name, spec["md5"], tuple(spec["mirrors"])) for name, spec in entry["files"].items()]
+
+
+def fetch(raw: RawFile, raw_dir, dataset: str, download: bool = True, attempts: int = 3, log=print) -> Path:
+    """The verified local copy of `raw` in `raw_dir`, downloaded first if needed."""
+    raw_dir = Path(raw_dir)
+    target = raw_dir / raw.name
+    if target.exists():
+        if file_digest(target, "md5") == raw.md5:
+            return target
+        log(f"{target}: md5 differs from {raw.md5}; downloading it again")
+        target.unlink()
+    if not download:
+        raise DatasetMissingError(
+            f"dataset '{dataset}': {target} is missing and downloads are off (--no-download).\n"
+            f"Place {raw.name} (md5 {raw.md5}) in {raw_dir.resolve()}/, from {raw.mirrors[0]}{raw.name}, "
+            f"then run `clcore prepare {dataset} --raw-dir {raw_dir.parent}` again.")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for base in raw.mirrors:
+        url = base + raw.name
+        for attempt in range(1, attempts + 1):
+            try:
+                _download(url, target.with_name(raw.name + ".part"), log)
+                break
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # drops, timeouts
+                errors.append(f"{url} (try {attempt}): {err}")
+                if attempt < attempts:
+                    time.sleep(min(2 ** attempt, 30))
+        else:
+            continue
+        return _verified(target.with_name(raw.name + ".part"), target, raw.md5)
+    raise DatasetMissingError(
+        f"dataset '{dataset}': could not download {raw.name} from any mirror:\n  " + "\n  ".join(errors) +
+        f"\nRetry later (the `.part` file resumes), or place {raw.name} (md5 {raw.md5}) in "
+        f"{raw_dir.resolve()}/ by hand and run `clcore prepare {dataset} --raw-dir {raw_dir.parent}`.")
+
+
+def _download(url: str, part: Path, log) -> None:
+    """Stream `url` into `part`, resuming an existing `part` where the server honours Range."""
+    done = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        resumed = done and getattr(response, "status", None) == 206
+        size = response.headers.get("Content-Length")
+        total = (int(size) + (done if resumed else 0)) if size else None
+        log(f"downloading {url} ({_mb(total)} from {urlparse(url).netloc or 'local file'}"
+            f"{f', resuming at {_mb(done)}' if resumed else ''})")
+        with open(part, "ab" if resumed else "wb") as f:
+            while block := response.read(_CHUNK):
+                f.write(block)
+    if total is not None and part.stat().st_size != total:
+        raise OSError(f"{url}: got {part.stat().st_size} of {total} bytes")
+
+
+def _verified(part: Path, target: Path, md5: str) -> Path:
+    observed = file_digest(part, "md5")
+    if observed != md5:
+        part.unlink()
+        raise ChecksumError(f"{target.name}: md5 mismatch (expected {md5}, observed {observed}); the partial "
+                            f"file was deleted. Retry, or check the mirror list in {DEFAULT_SOURCES}.")
+    part.replace(target)
+    return target
+
+
+def _mb(n) -> str:
+    return "unknown size" if n is None else f"{n / 2**20:.1f} MB"
