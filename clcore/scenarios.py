@@ -49,6 +49,18 @@ class BenchmarkSpec:
 
 
 BENCHMARKS = {
+    # Mammoth protocols (baselines.md §5.1, `datasets/seq_*.py` @d75fe5f); test transform = normalise only.
+    "seq-cifar10": BenchmarkSpec("seq-cifar10", "cifar10", 5, 2, "resnet18", {"nf": 64}, crop_padding=4, hflip=True,
+                                 mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615),
+                                 n_epochs=50, batch_size=32),
+    # seq-cifar100 rebuilds the optimiser and its MultiStepLR([35, 45], 0.1) at every task
+    "seq-cifar100": BenchmarkSpec("seq-cifar100", "cifar100", 10, 10, "resnet18", {"nf": 64}, crop_padding=4,
+                                  hflip=True, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
+                                  n_epochs=50, batch_size=32, lr_milestones=(35, 45), reset_optimizer_each_task=True),
+    # 100 epochs: best_args' value for every seq-tinyimg entry (the class default is 50)
+    "seq-tinyimg": BenchmarkSpec("seq-tinyimg", "tinyimagenet", 10, 20, "resnet18", {"nf": 64}, crop_padding=4,
+                                 hflip=True, mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821),
+                                 n_epochs=100, batch_size=32),
     # Embedded adaptations of the Mammoth protocols (baselines.md §5.3) [OURS].
     # seq-digits: 20 epochs, not 5 (deviation from baselines.md §5.3): a task has 288 images, i.e. 18
     # steps per epoch, and at 5 epochs the lr-0.03 methods (DER, DER++) stop far from convergence.

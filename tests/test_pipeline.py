@@ -139,3 +139,16 @@ def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):
     snakemake(reference)
     accuracy = lambda d: (lambda m: m[m.metric == "accuracy"].reset_index(drop=True))(load_metrics(d / "metrics.parquet"))
     pd.testing.assert_frame_equal(accuracy(ckpt.parent), accuracy(run_dirs(reference)[0]))
+
+
+def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
+    wd = workdir(tmp_path)
+    out = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
+    runs = set(re.findall(r"results/runs/(seq-[a-z0-9]+)/([a-z_]+)/buf(\d+)/seed(\d+)/metrics\.parquet", out.stdout))
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["experiments"]
+    for exp in paper:  # every experiment's (benchmark, method, buffer, seed) is a training job
+        expected = {(b, m, str(buf), str(s)) for b in exp["benchmarks"] for m in exp["methods"]
+                    for buf in (exp.get("buffers") or [0]) for s in exp["seeds"]}
+        assert expected <= runs, (exp["id"], sorted(expected - runs)[:3])
+    assert job_counts(out.stdout)["train"] == len(runs) == 400
+    assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG

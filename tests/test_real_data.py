@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -200,3 +201,39 @@ def test_unreachable_mirrors_fail_with_the_manual_route(tmp_path):
     with pytest.raises(ChecksumError, match="expected 0{32}, observed " + hashlib.md5(b"abc").hexdigest()):
         fetch(RawFile("x.gz", "0" * 32, ((tmp_path / "mirror").as_uri() + "/",)), tmp_path / "raw", "x",
               log=lambda *_: None)
+
+
+def jpeg(color, gray=False) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L" if gray else "RGB", (64, 64), color[0] if gray else color).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_tinyimagenet_label_order_file_order_and_grayscale(tmp_path):
+    import zipfile
+
+    root, wnids = "tiny-imagenet-200", ["n02124075", "n04067472"]  # wnids.txt order, not sorted order
+    (tmp_path / "mirror").mkdir()
+    archive = tmp_path / "mirror/tiny-imagenet-200.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(f"{root}/wnids.txt", "\n".join(wnids) + "\n")
+        z.writestr(f"{root}/words.txt", "n02124075\tEgyptian cat\nn04067472\treel\nn00000001\tunused\n")
+        for k in (10, 2):  # numeric order must win over the zip's and the lexical order
+            z.writestr(f"{root}/train/n04067472/images/n04067472_{k}.JPEG", jpeg((20 * k, 0, 0)))
+        z.writestr(f"{root}/train/n02124075/images/n02124075_0.JPEG", jpeg((0, 200, 0), gray=True))
+        z.writestr(f"{root}/val/images/val_1.JPEG", jpeg((0, 0, 250)))
+        z.writestr(f"{root}/val/images/val_0.JPEG", jpeg((250, 0, 0)))
+        z.writestr(f"{root}/val/val_annotations.txt", "val_0.JPEG\tn04067472\t0\t0\t63\t63\n"
+                                                    "val_1.JPEG\tn02124075\t0\t0\t63\t63\n")
+    meta = data.prepare("tinyimagenet", tmp_path / "prepared", raw_dir=tmp_path / "raw",
+                        sources=write_sources(tmp_path, "tinyimagenet", [archive]))
+    train = data.load("tinyimagenet", "train", tmp_path / "prepared")
+    test = data.load("tinyimagenet", "test", tmp_path / "prepared")
+    assert tuple(train["x"].shape) == (3, 3, 64, 64) and train["y"].tolist() == [0, 1, 1]
+    assert int(train["x"][1, 0].float().mean()) in range(35, 46) and int(train["x"][2, 0].float().mean()) > 190
+    gray = train["x"][0].float().mean(dim=(1, 2))  # grayscale converted to three equal channels
+    assert torch.allclose(gray, gray[0].expand(3))
+    assert test["y"].tolist() == [1, 0] and int(test["x"][0, 0].float().mean()) > 240
+    assert meta["class_ids"] == wnids and meta["classes"] == ["Egyptian cat", "reel"]

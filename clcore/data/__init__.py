@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ChecksumError, lookup
 from ..io import read_json
-from .classic import prepare_cifar10, prepare_cifar100, prepare_mnist
+from .classic import prepare_cifar10, prepare_cifar100, prepare_mnist, prepare_tinyimagenet
 from .download import DEFAULT_SOURCES, fetch, load_sources
 from .prepared import file_digest, read_split, verify_prepared, write_prepared
 
@@ -41,7 +41,7 @@ def _prepare_digits(get=None):
 
 # name -> function(get) returning (splits, meta) for write_prepared; `get(file)` fetches a raw file
 PREPARERS = {"digits": _prepare_digits, "shapes": _prepare_shapes, "mnist": prepare_mnist,
-             "cifar10": prepare_cifar10, "cifar100": prepare_cifar100}
+             "cifar10": prepare_cifar10, "cifar100": prepare_cifar100, "tinyimagenet": prepare_tinyimagenet}
 
 
 def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, verify: bool = False,

@@ -1,9 +1,10 @@
-"""MNIST, CIFAR-10 and CIFAR-100 from their providers' archives (datasets.md §5.1-5.3), in provider
-order. Each preparer receives `get(file_name) -> Path`, which returns the verified raw file."""
+"""MNIST, CIFAR-10, CIFAR-100 and Tiny-ImageNet from their providers' archives (datasets.md §5.1-5.4),
+in provider order. Each preparer receives `get(file_name) -> Path`, which returns the verified raw file."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import tarfile
 from typing import Callable
@@ -78,3 +79,49 @@ def prepare_cifar100(get: GetRaw) -> tuple[dict, dict]:
 def _meta(classes: list[str], label_order_source: str) -> dict:
     return {"classes": classes, "class_ids": None, "label_order_source": label_order_source, "pixel_max": 255,
             "resize": None, "decoder": None, "generator": None, "deviations": []}
+
+
+def _decode_rgb(blob: bytes) -> np.ndarray:
+    """A JPEG as uint8 CHW RGB (some Tiny-ImageNet images are grayscale)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(blob)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _decode_all(archive, files: list[str]) -> np.ndarray:
+    """Decode into one preallocated array (1.2 GB for the train split), not a list then a stack."""
+    first = _decode_rgb(archive.read(files[0]))
+    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+    out[0] = first
+    for k, name in enumerate(files[1:], start=1):
+        out[k] = _decode_rgb(archive.read(name))
+    return out
+
+
+def prepare_tinyimagenet(get: GetRaw) -> tuple[dict, dict]:
+    """Labels in `wnids.txt` line order (Mammoth's CLASS_NAMES order); train files by class, then by the
+    numeric k of `<wnid>_<k>.JPEG`; test = the official val set by the numeric k of `val_<k>.JPEG`."""
+    import zipfile
+
+    from PIL import __version__ as pillow_version
+
+    root = "tiny-imagenet-200"
+    with zipfile.ZipFile(get("tiny-imagenet-200.zip")) as archive:
+        wnids = archive.read(f"{root}/wnids.txt").decode().split()
+        label = {wnid: k for k, wnid in enumerate(wnids)}
+        number = lambda name: int(name.rsplit("_", 1)[1].split(".")[0])
+        names = archive.namelist()
+        train = [(label[w], f) for w in wnids for f in sorted(
+            (n for n in names if n.startswith(f"{root}/train/{w}/images/") and n.endswith(".JPEG")), key=number)]
+        val_wnid = dict(line.split("\t")[:2] for line in archive.read(f"{root}/val/val_annotations.txt").decode().splitlines()
+                        if line.strip())
+        test = [(label[val_wnid[f.rsplit("/", 1)[1]]], f) for f in sorted(
+            (n for n in names if n.startswith(f"{root}/val/images/") and n.endswith(".JPEG")), key=number)]
+        splits = {split: {"x": _decode_all(archive, [f for _, f in rows]),
+                          "y": np.asarray([y for y, _ in rows], dtype=np.int16)}
+                  for split, rows in (("train", train), ("test", test))}
+        words = dict(line.split("\t", 1) for line in archive.read(f"{root}/words.txt").decode().splitlines() if "\t" in line)
+    meta = _meta([words.get(w, w).strip() for w in wnids], "tiny-imagenet-200/wnids.txt line order")
+    meta.update(class_ids=wnids, decoder={"library": "Pillow", "version": pillow_version})
+    return splits, meta
