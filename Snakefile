@@ -21,6 +21,7 @@ wildcard_constraints:
     seed=r"\d+",
     prepared=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
     kind=r"[a-z_]+",
+    experiment=r"[a-z0-9_]+",
 
 
 include: "rules/common.smk"
@@ -34,6 +35,7 @@ localrules:
     prepare_dataset,
     collect,
     tables,
+    experiment_table,
     figures,
 
 
@@ -45,3 +47,4 @@ rule all:
         TABLES / "summary.md",
         TABLES / "summary.csv",
         figure_targets(),
+        experiment_table_targets(),

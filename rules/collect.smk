@@ -46,3 +46,22 @@ rule figures:
         "logs/figures/{dataset}_{kind}.log",
     script:
         "../workflow/scripts/figures.py"
+
+
+# One table per experiment block, laid out like the paper's, with the published numbers beside ours.
+rule experiment_table:
+    input:
+        runs=TABLES / "runs.parquet",
+        reference="config/reference/baselines.csv",
+    output:
+        md=TABLES / "experiments" / "{experiment}.md",
+        tex=TABLES / "experiments" / "{experiment}.tex",
+        csv=report(TABLES / "experiments" / "{experiment}.csv", category="Tables",
+                   caption="../workflow/report/summary.rst"),
+    params:
+        rows=lambda wc: experiment_rows(wc.experiment),
+        title=lambda wc: experiment_title(wc.experiment),
+    log:
+        "logs/experiment_table/{experiment}.log",
+    script:
+        "../workflow/scripts/experiment_table.py"

@@ -68,3 +68,26 @@ def expected_runs():
     for benchmark, name, buffer, _ in RUNS:
         counts[(benchmark, name, buffer)] = counts.get((benchmark, name, buffer), 0) + 1
     return [dict(benchmark=b, run_name=n, buffer_size=buf, n_seeds_expected=c) for (b, n, buf), c in counts.items()]
+
+
+def experiment_ids():
+    return [exp["id"] for exp in config["experiments"]]
+
+
+def experiment_rows(experiment):
+    """The (benchmark, method, run_name, buffer_size, n_seeds_expected) one experiment block asks for."""
+    counts = {}
+    for (benchmark, name, buffer, _), run in RUNS.items():
+        if experiment in run["experiments"]:
+            key = (benchmark, run["method"], name, buffer)
+            counts[key] = counts.get(key, 0) + 1
+    return [dict(benchmark=b, method=m, run_name=n, buffer_size=buf, n_seeds_expected=c)
+            for (b, m, n, buf), c in counts.items()]
+
+
+def experiment_title(experiment):
+    return next(exp.get("title", exp["id"]) for exp in config["experiments"] if exp["id"] == experiment)
+
+
+def experiment_table_targets():
+    return [TABLES / "experiments" / f"{e}.{ext}" for e in experiment_ids() for ext in ("md", "tex", "csv")]

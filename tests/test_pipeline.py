@@ -58,7 +58,8 @@ def test_default_dag_dry_run(tmp_path):
     out = snakemake(workdir(tmp_path), "-n", "-F", "--quiet", "rules")
     counts = job_counts(out.stdout)
     # 2 benchmarks x (6 buffer-free + 5 rehearsal methods at one buffer) x 3 seeds
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 66, "collect": 1, "tables": 1, "figures": 6}
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 66, "collect": 1, "tables": 1, "figures": 6,
+                      "experiment_table": 2}
 
 
 def small_config(**experiment):
@@ -106,6 +107,9 @@ def test_end_to_end_small_slice(tmp_path):
     assert len(accuracy) == 4 * 2 * 6 * 5
     summary = (wd / "results/tables/summary.md").read_text()
     assert "seq-digits" in summary and "±" in summary
+    table = (wd / "results/tables/experiments/small.md").read_text()
+    assert "| er | 50 | 2 |" in table and "(paper)" not in table  # no published numbers for embedded data
+    assert (wd / "results/tables/experiments/small.tex").read_text().startswith("% ")
     for kind in ("accuracy_matrix", "final_accuracy", "accuracy_curve"):
         for ext in ("png", "pdf"):
             assert (wd / f"results/figures/seq-digits_{kind}.{ext}").stat().st_size > 1000

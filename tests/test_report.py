@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from clcore.report.figures import FIGURES, accuracy_curve, write_figure
-from clcore.report.tables import format_mean_std, summary_table, write_summary
+from clcore.report.tables import format_mean_std, summary_table, write_experiment_table, write_summary
 from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, write_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -137,3 +137,25 @@ def test_curve_shows_a_final_only_run_as_one_point():
     fig = accuracy_curve(runs, _accuracy_frame(), "seq-a")
     points = {line.get_label(): len(line.get_xdata()) for line in fig.axes[0].lines}
     assert points["sgd"] == 1 and points["derpp (buf 200)"] == T
+
+
+def test_experiment_table_puts_published_numbers_beside_ours_and_shows_missing_runs(tmp_path):
+    from pathlib import Path
+
+    runs = _runs_frame()
+    runs = runs[runs.run_name.isin(["derpp", "sgd"]) & (runs.benchmark == "seq-a")].assign(benchmark="seq-cifar10")
+    write_table(runs, RUNS_SCHEMA, tmp_path / "runs.parquet")
+    asked = [dict(benchmark="seq-cifar10", method=m, run_name=m, buffer_size=b, n_seeds_expected=3)
+             for m, b in (("sgd", 0), ("derpp", 200), ("er", 200))]  # er: deliberately never run
+    reference = Path(__file__).resolve().parents[1] / "config/reference/baselines.csv"
+    out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
+    table = write_experiment_table(tmp_path / "runs.parquet", asked, "DER Table 2", out["md"], out["tex"], out["csv"],
+                                   reference_csv=reference)
+    md = out["md"].read_text()
+    # derpp: ours 63.00 ± 3.61 over (60, 62, 67); DER Table 2 buffer 200: 64.88 ± 1.17
+    assert "| derpp | 200 | 3 | 63.00 ± 3.61 | 64.88 ± 1.17 | -1.88 |" in md
+    assert "| er | 200 | 0 | – | 44.79 ± 1.86 | – |" in md  # missing, never 0
+    assert "| sgd | 0 | 2/3 | 31.00 ± 1.41 | 19.62 ± 0.05 | +11.38 |" in md
+    assert np.isnan(table.set_index("run_name").loc["er", "class_il_faa_mean"])
+    tex = out["tex"].read_text()
+    assert r"\begin{tabular}" in tex and r"63.00 $\pm$ 3.61" in tex and "--" in tex

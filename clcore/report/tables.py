@@ -105,3 +105,101 @@ def write_summary(runs_parquet, out_md, out_csv, expected=None) -> pd.DataFrame:
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return table
+
+
+# ---- One table per experiment block, laid out like the paper's, with the published numbers beside ours.
+
+PAPER_SETTINGS = {"class_il": "Class-IL", "task_il": "Task-IL"}
+
+
+def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (benchmark, method, run_name, buffer_size) the experiment asks for (`rows`, with
+    n_seeds_expected): our FAA mean ± std per setting and, where `reference` has it, the published mean,
+    std, confidence and ours − published. A run without results keeps NaN (shown as missing)."""
+    asked = pd.DataFrame(rows)
+    ours = summary_table(runs) if len(runs) else pd.DataFrame(columns=KEYS + ["n_seeds"])
+    table = asked.merge(ours, on=KEYS, how="left")
+    table["n_seeds"] = table.n_seeds.fillna(0).astype(int)
+    for setting in PAPER_SETTINGS:
+        for col in (f"{setting}_faa_mean", f"{setting}_faa_std"):
+            table[col] = table[col].astype(float) if col in table else float("nan")
+        published = pd.DataFrame(columns=["benchmark", "method", "buffer_size"])
+        if reference is not None and len(reference):
+            sel = reference[(reference.setting == setting) & (reference.metric == "faa")]
+            published = sel.rename(columns={"dataset": "benchmark", "buffer": "buffer_size", "mean": "paper_mean",
+                                            "std": "paper_std", "confidence": "paper_confidence"})
+            published = published[["benchmark", "method", "buffer_size", "paper_mean", "paper_std", "paper_confidence"]]
+            published = published.drop_duplicates(["benchmark", "method", "buffer_size"])  # first source wins
+            published = published.add_prefix(f"{setting}_").rename(columns={
+                f"{setting}_benchmark": "benchmark", f"{setting}_method": "method", f"{setting}_buffer_size": "buffer_size"})
+        table = table.merge(published, on=["benchmark", "method", "buffer_size"], how="left")
+        if f"{setting}_paper_mean" in table:
+            table[f"{setting}_diff"] = table[f"{setting}_faa_mean"] - table[f"{setting}_paper_mean"]
+    return table.sort_values(ORDER, kind="stable").reset_index(drop=True)
+
+
+def _has_reference(table: pd.DataFrame) -> bool:
+    return any(f"{s}_paper_mean" in table and table[f"{s}_paper_mean"].notna().any() for s in PAPER_SETTINGS)
+
+
+def _paper_cells(row, with_reference: bool) -> list[str]:
+    cells = []
+    for setting in PAPER_SETTINGS:
+        cells.append(format_mean_std(getattr(row, f"{setting}_faa_mean"), getattr(row, f"{setting}_faa_std")))
+        if with_reference:
+            paper = getattr(row, f"{setting}_paper_mean", float("nan"))
+            cells.append(format_mean_std(paper, getattr(row, f"{setting}_paper_std", float("nan"))))
+            diff = getattr(row, f"{setting}_diff", float("nan"))
+            cells.append(MISSING if _missing(diff) else f"{diff:+.2f}")
+    return cells
+
+
+def _paper_header(with_reference: bool) -> list[str]:
+    header = ["method", "buffer", "seeds"]
+    for label in PAPER_SETTINGS.values():
+        header += [f"{label} (ours)", f"{label} (paper)", "Δ"] if with_reference else [label]
+    return header
+
+
+def experiment_markdown(table: pd.DataFrame, title: str) -> str:
+    with_reference = _has_reference(table)
+    header = _paper_header(with_reference)
+    lines = [f"# {title}", "", "Final average accuracy (%), mean ± std over seeds; – = no result."
+             + (" Paper values as published (see config/reference/ for source and confidence); Δ = ours − paper."
+                if with_reference else ""), ""]
+    for benchmark, rows in table.groupby("benchmark", sort=False):
+        lines += [f"## {benchmark}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows.itertuples(index=False):
+            lines.append("| " + " | ".join([row.run_name, str(row.buffer_size), _seeds_cell(row),
+                                            *_paper_cells(row, with_reference)]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def experiment_latex(table: pd.DataFrame, title: str) -> str:
+    with_reference = _has_reference(table)
+    header = _paper_header(with_reference)
+    tex = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
+    lines = [rf"% {title}", r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", r"\toprule",
+             " & ".join(map(tex, header)) + r" \\", r"\midrule"]
+    for benchmark, rows in table.groupby("benchmark", sort=False):
+        lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{tex(benchmark)}}}}} \\")
+        for row in rows.itertuples(index=False):
+            cells = [row.run_name, row.buffer_size, _seeds_cell(row), *_paper_cells(row, with_reference)]
+            lines.append(" & ".join(map(tex, cells)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_experiment_table(runs_parquet, rows: list[dict], title: str, out_md, out_tex, out_csv,
+                           reference_csv=None) -> pd.DataFrame:
+    """The table of one experiment block as Markdown, LaTeX and CSV, written atomically."""
+    runs = read_table(runs_parquet, RUNS_SCHEMA)
+    reference = pd.read_csv(reference_csv) if reference_csv else None
+    table = experiment_table(runs, rows, reference)
+    for path, text in ((out_md, experiment_markdown(table, title)), (out_tex, experiment_latex(table, title))):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

@@ -1,0 +1,11 @@
+def main(smk):
+    from clcore.io import redirect_output
+    from clcore.report.tables import write_experiment_table
+
+    with redirect_output(smk.log[0]):
+        write_experiment_table(smk.input.runs, smk.params.rows, smk.params.title, smk.output.md, smk.output.tex,
+                               smk.output.csv, reference_csv=smk.input.reference)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821
