@@ -55,20 +55,16 @@ def fetch(raw: RawFile, raw_dir, dataset: str, download: bool = True, attempts: 
             f"Place {raw.name} (md5 {raw.md5}) in {raw_dir.resolve()}/, from {raw.mirrors[0]}{raw.name}, "
             f"then run `clcore prepare {dataset} --raw-dir {raw_dir.parent}` again.")
     raw_dir.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for base in raw.mirrors:
-        url = base + raw.name
+    part, errors = target.with_name(raw.name + ".part"), []
+    for url in (base + raw.name for base in raw.mirrors):
         for attempt in range(1, attempts + 1):
             try:
-                _download(url, target.with_name(raw.name + ".part"), log)
-                break
+                _download(url, part, log)
+                return _verified(part, target, raw.md5)
             except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # drops, timeouts
                 errors.append(f"{url} (try {attempt}): {err}")
                 if attempt < attempts:
                     time.sleep(min(2 ** attempt, 30))
-        else:
-            continue
-        return _verified(target.with_name(raw.name + ".part"), target, raw.md5)
     raise DatasetMissingError(
         f"dataset '{dataset}': could not download {raw.name} from any mirror:\n  " + "\n  ".join(errors) +
         f"\nRetry later (the `.part` file resumes), or place {raw.name} (md5 {raw.md5}) in "
