@@ -116,26 +116,26 @@ def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFra
     """One row per (benchmark, method, run_name, buffer_size) the experiment asks for (`rows`, with
     n_seeds_expected): our FAA mean ± std per setting and, where `reference` has it, the published mean,
     std, confidence and ours − published. A run without results keeps NaN (shown as missing)."""
-    asked = pd.DataFrame(rows)
     ours = summary_table(runs) if len(runs) else pd.DataFrame(columns=KEYS + ["n_seeds"])
-    table = asked.merge(ours, on=KEYS, how="left")
+    table = pd.DataFrame(rows).merge(ours, on=KEYS, how="left")
     table["n_seeds"] = table.n_seeds.fillna(0).astype(int)
     for setting in PAPER_SETTINGS:
         for col in (f"{setting}_faa_mean", f"{setting}_faa_std"):
             table[col] = table[col].astype(float) if col in table else float("nan")
-        published = pd.DataFrame(columns=["benchmark", "method", "buffer_size"])
-        if reference is not None and len(reference):
-            sel = reference[(reference.setting == setting) & (reference.metric == "faa")]
-            published = sel.rename(columns={"dataset": "benchmark", "buffer": "buffer_size", "mean": "paper_mean",
-                                            "std": "paper_std", "confidence": "paper_confidence"})
-            published = published[["benchmark", "method", "buffer_size", "paper_mean", "paper_std", "paper_confidence"]]
-            published = published.drop_duplicates(["benchmark", "method", "buffer_size"])  # first source wins
-            published = published.add_prefix(f"{setting}_").rename(columns={
-                f"{setting}_benchmark": "benchmark", f"{setting}_method": "method", f"{setting}_buffer_size": "buffer_size"})
-        table = table.merge(published, on=["benchmark", "method", "buffer_size"], how="left")
-        if f"{setting}_paper_mean" in table:
-            table[f"{setting}_diff"] = table[f"{setting}_faa_mean"] - table[f"{setting}_paper_mean"]
+    if reference is not None and len(reference):
+        table = table.merge(_published(reference), on=["benchmark", "method", "buffer_size"], how="left")
+        for setting in PAPER_SETTINGS:
+            if f"{setting}_paper_mean" in table:
+                table[f"{setting}_diff"] = table[f"{setting}_faa_mean"] - table[f"{setting}_paper_mean"]
     return table.sort_values(ORDER, kind="stable").reset_index(drop=True)
+
+
+def _published(reference: pd.DataFrame) -> pd.DataFrame:
+    """(benchmark, method, buffer_size) -> `<setting>_paper_{mean,std,confidence}`; the first source wins."""
+    faa = reference[reference.metric == "faa"].drop_duplicates(["dataset", "method", "buffer", "setting"])
+    wide = faa.pivot(index=["dataset", "method", "buffer"], columns="setting", values=["mean", "std", "confidence"])
+    wide.columns = [f"{setting}_paper_{value}" for value, setting in wide.columns]
+    return wide.reset_index().rename(columns={"dataset": "benchmark", "buffer": "buffer_size"})
 
 
 def _has_reference(table: pd.DataFrame) -> bool:
