@@ -153,3 +153,8 @@ class Scenario:
     def task_il_mask(self, tasks: torch.Tensor) -> torch.Tensor:
         """Boolean [B, C]: True on the classes of each sample's task."""
         return self.class_task[None, :] == tasks[:, None]
+
+    def class_il_mask(self, tasks: torch.Tensor, after_task: int) -> torch.Tensor:
+        """Boolean [B, C]: True on the classes known after task `after_task` (those of each sample's own
+        task included: the FWT probe scores task t+1 among its classes and the earlier ones)."""
+        return self.class_task[None, :] <= tasks.clamp(min=after_task)[:, None]

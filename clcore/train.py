@@ -46,8 +46,7 @@ def evaluate(method, scenario: Scenario, after_task: int = RANDOM_INIT_ROW, batc
         scores = method.predict(scenario.transform.test(x))
         task = scenario.class_task[y]
         if after_task != RANDOM_INIT_ROW:
-            known = scenario.class_task[None, :] <= task.clamp(min=after_task)[:, None]
-            scores = scores.masked_fill(~known, float("-inf"))
+            scores = scores.masked_fill(~scenario.class_il_mask(task, after_task), float("-inf"))
         masked = scores.masked_fill(~scenario.task_il_mask(task), float("-inf"))
         for setting, s in (("class_il", scores), ("task_il", masked)):
             correct[setting].index_add_(0, task, (s.argmax(1) == y).float())
