@@ -20,6 +20,7 @@ wildcard_constraints:
     buffer=r"\d+",
     seed=r"\d+",
     prepared=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
+    raw=r"[a-z0-9-]+",
     kind=r"[a-z_]+",
     experiment=r"[a-z0-9_]+",
 
@@ -32,11 +33,13 @@ include: "rules/collect.smk"
 
 localrules:
     all,
+    fetch_dataset,
     prepare_dataset,
     collect,
     tables,
     experiment_table,
     figures,
+    experiment_figure,
 
 
 rule all:
@@ -48,3 +51,4 @@ rule all:
         TABLES / "summary.csv",
         figure_targets(),
         experiment_table_targets(),
+        experiment_figure_targets(),

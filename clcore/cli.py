@@ -76,15 +76,34 @@ def list_(what):
 @click.option("--raw-dir", default="resources/raw", show_default=True, help="Raw files go to RAW_DIR/NAME/.")
 @click.option("--sources", default="config/datasets.yaml", show_default=True, help="Mirror list and checksums.")
 @click.option("--no-download", is_flag=True, help="Fail (exit 2) instead of downloading a missing raw file.")
-def prepare(name, prepared_dir, force, verify, expected_hashes, strict, raw_dir, sources, no_download):
-    """Turn dataset NAME into the uniform uint8 tensor format all training reads."""
+@click.option("--threads", type=int, default=1, show_default=True, help="Image decoding threads.")
+def prepare(name, prepared_dir, force, verify, expected_hashes, strict, raw_dir, sources, no_download, threads):
+    """Turn dataset NAME (e.g. cifar10, core50, fg-imagenet@288x384) into the uniform uint8 tensor format
+    all training reads."""
     from .data import prepare as prepare_dataset
 
     expected = expected_hashes if Path(expected_hashes).exists() else None
     meta = prepare_dataset(name, prepared_dir, force=force, verify=verify, expected_hashes=expected, strict=strict,
-                           raw_dir=raw_dir, sources=sources, download=not no_download)
+                           raw_dir=raw_dir, sources=sources, download=not no_download, threads=threads)
     sizes = ", ".join(f"{split} {info['n']}" for split, info in meta["splits"].items())
     click.echo(f"{name}: {sizes} -> {Path(prepared_dir) / name}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--raw-dir", default="resources/raw", show_default=True, help="Raw files go to RAW_DIR/NAME/.")
+@click.option("--sources", default="config/datasets.yaml", show_default=True, help="Mirror list and checksums.")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Also write file -> sha256 of what was fetched to this JSON file.")
+def fetch(name, raw_dir, sources, record):
+    """Download and verify the raw files of dataset NAME (resumable; a mismatch exits with code 3)."""
+    from .data.download import fetch_all
+    from .io import write_json
+
+    hashes = fetch_all(name, raw_dir, sources)
+    if record:
+        write_json(record, hashes)
+    click.echo(f"{name}: {len(hashes)} files verified in {Path(raw_dir) / name}")
 
 
 @main.command()

@@ -27,6 +27,25 @@ class UnknownNameError(CLError, KeyError):
 class DatasetMissingError(CLError):
     exit_code = 2
 
+    @classmethod
+    def manual(cls, dataset: str, needed_by: str, searched, found: dict[str, str], layout: str, obtain: str,
+               retry: str) -> "DatasetMissingError":
+        """The six-part message of datasets.md §3, in its order: who needed what, what the searched
+        folder holds, the expected tree, where to get the files, the retry command, and the reminder
+        that the default config needs no download."""
+        from pathlib import Path
+
+        state = [f"    {item}: {what}" for item, what in found.items()] or ["    (the folder does not exist)"]
+        tree = "\n".join("    " + line for line in layout.strip("\n").splitlines())
+        return cls("\n".join([
+            f"dataset '{dataset}' is not available; it is needed by {needed_by}.",
+            f"  searched {Path(searched).resolve()}/:", *state,
+            "  expected layout:", tree,
+            f"  where to get it: {obtain}",
+            f"  then retry: {retry}",
+            "  (the default config/config.yaml runs on embedded datasets and needs no download)",
+        ]))
+
 
 class ChecksumError(CLError):
     exit_code = 3

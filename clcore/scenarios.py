@@ -61,6 +61,15 @@ BENCHMARKS = {
     "seq-tinyimg": BenchmarkSpec("seq-tinyimg", "tinyimagenet", 10, 20, "resnet18", {"nf": 64}, crop_padding=4,
                                  hflip=True, mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821),
                                  n_epochs=100, batch_size=32),
+    # Online ER-ACE (current Mammoth `datasets/configs/seq-cifar10/er_ace.yaml`, task_free): one pass,
+    # batch 10, no augmentation, reduced ResNet-18 (nf 20), its odd normalisation (mean .5, std 2).
+    "seq-cifar10-online": BenchmarkSpec("seq-cifar10-online", "cifar10", 5, 2, "resnet18", {"nf": 20},
+                                        mean=(0.5, 0.5, 0.5), std=(2.0, 2.0, 2.0), n_epochs=1, batch_size=10),
+    # WSCL "Tiny-ImageNet 1/2" (wscl.md §5): labels 0-99 in 5 tasks of 20; labels 100-199 are left out of
+    # the tasks (WSCL's dream set). E = 10 epochs, WSCL's best_args value for every method.
+    "seq-tinyimg-half": BenchmarkSpec("seq-tinyimg-half", "tinyimagenet", 5, 20, "resnet18", {"nf": 64},
+                                      crop_padding=4, hflip=True, mean=(0.4802, 0.4480, 0.3975),
+                                      std=(0.2770, 0.2691, 0.2821), n_epochs=10, batch_size=32),
     # Embedded adaptations of the Mammoth protocols (baselines.md §5.3) [OURS].
     # seq-digits: 20 epochs, not 5 (deviation from baselines.md §5.3): a task has 288 images, i.e. 18
     # steps per epoch, and at 5 epochs the lr-0.03 methods (DER, DER++) stop far from convergence.
@@ -113,8 +122,8 @@ class Scenario:
         self.spec, self.device = spec, torch.device(device)
         root = Path(prepared_dir)
         meta = data.metadata(spec.prepared, root)
-        train = data.load(spec.prepared, "train", root, self.device)
-        test = data.load(spec.prepared, spec.test_split, root, self.device)
+        train, test = (self._benchmark_rows(data.load(spec.prepared, split, root, self.device))
+                       for split in ("train", spec.test_split))
         self.train_x, self.train_y = train["x"], train["y"]
         if spec.spurious_fraction:
             self.train_x = with_signatures(self.train_x, self.train_y, spec.spurious_fraction)
@@ -132,6 +141,11 @@ class Scenario:
         self.task_classes = [tuple(range(t * c, (t + 1) * c)) for t in range(spec.n_tasks)]
         # task id of every class, for task-IL masks and per-task accuracy counts
         self.class_task = torch.arange(spec.n_classes, device=self.device) // c
+
+    def _benchmark_rows(self, fields: dict) -> dict:
+        """The rows of the benchmark's classes (seq-tinyimg-half uses the first 100 of 200 labels)."""
+        keep = fields["y"] < self.spec.n_classes
+        return fields if bool(keep.all()) else {name: value[keep] for name, value in fields.items()}
 
     @property
     def n_tasks(self) -> int:

@@ -65,3 +65,30 @@ rule experiment_table:
         "logs/experiment_table/{experiment}.log",
     script:
         "../workflow/scripts/experiment_table.py"
+
+
+# The papers' result plots per experiment block (accuracy after each task, forgetting), one panel per benchmark.
+rule experiment_figure:
+    input:
+        runs=TABLES / "runs.parquet",
+        accuracy=TABLES / "accuracy.parquet",
+    output:
+        png=report(
+            FIGURE_DIR / "experiments" / "{experiment}_{kind}.png",
+            caption="../workflow/report/experiment_figure.rst",
+            category="Figures",
+            subcategory="experiments",
+            labels={"experiment": "{experiment}", "figure": "{kind}"},
+        ),
+        pdf=FIGURE_DIR / "experiments" / "{experiment}_{kind}.pdf",
+    # Both wildcards may contain "_": without the closed list of kinds, "x_accuracy_curve" would parse
+    # as experiment "x_accuracy", kind "curve".
+    wildcard_constraints:
+        kind="|".join(EXPERIMENT_FIGURES),
+    params:
+        rows=lambda wc: experiment_rows(wc.experiment),
+        title=lambda wc: experiment_title(wc.experiment),
+    log:
+        "logs/experiment_figure/{experiment}_{kind}.log",
+    script:
+        "../workflow/scripts/experiment_figure.py"

@@ -1,7 +1,7 @@
 # Helpers only: the run table every expand() derives from, and per-run look-ups.
 from pathlib import Path
 
-from clcore.report.figures import FIGURES
+from clcore.report.figures import EXPERIMENT_FIGURES, FIGURES
 from clcore.hparams import resolve, run_name
 from clcore.methods import get_method
 from clcore.scenarios import get_benchmark
@@ -91,3 +91,8 @@ def experiment_title(experiment):
 
 def experiment_table_targets():
     return [TABLES / "experiments" / f"{e}.{ext}" for e in experiment_ids() for ext in ("md", "tex", "csv")]
+
+
+def experiment_figure_targets():
+    return [FIGURE_DIR / "experiments" / f"{e}_{kind}.{ext}"
+            for e in experiment_ids() for kind in EXPERIMENT_FIGURES for ext in ("png", "pdf")]

@@ -45,7 +45,7 @@ REFERENCE_HASHES = Path(__file__).resolve().parents[1] / "config/reference/embed
 def test_digits_bytes_equal_the_reference_platform(tmp_path):
     data.prepare("digits", tmp_path, expected_hashes=REFERENCE_HASHES, strict=True)
     recorded = json.loads(REFERENCE_HASHES.read_text())["digits"]
-    assert data.file_hashes(data.metadata("digits", tmp_path)) == recorded
+    assert data.listed_files(data.metadata("digits", tmp_path)) == recorded
 
 
 def test_reference_hash_mismatch_warns_or_fails_when_strict(tmp_path, prepared_dir):

@@ -60,7 +60,7 @@ def test_default_dag_dry_run(tmp_path):
     counts = job_counts(out.stdout)
     # 2 benchmarks x (6 buffer-free + 5 rehearsal methods at one buffer) x 3 seeds
     assert counts == {"all": 1, "prepare_dataset": 2, "train": 66, "collect": 1, "tables": 1, "figures": 6,
-                      "experiment_table": 2}
+                      "experiment_table": 2, "experiment_figure": 4}
 
 
 def small_config(**experiment):
@@ -114,6 +114,9 @@ def test_end_to_end_small_slice(tmp_path):
     for kind in ("accuracy_matrix", "final_accuracy", "accuracy_curve"):
         for ext in ("png", "pdf"):
             assert (wd / f"results/figures/seq-digits_{kind}.{ext}").stat().st_size > 1000
+    for kind in ("accuracy_curve", "forgetting"):
+        for ext in ("png", "pdf"):
+            assert (wd / f"results/figures/experiments/small_{kind}.{ext}").stat().st_size > 1000
     assert not list((wd / "results/runs").rglob("checkpoint.pt"))
     # nothing left to do; the report builds
     assert "Nothing to be done" in snakemake(wd, "-n").stdout
@@ -149,12 +152,38 @@ def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):
 def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     wd = workdir(tmp_path)
     out = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
-    runs = set(re.findall(r"results/runs/(seq-[a-z0-9]+)/([a-z_]+)/buf(\d+)/seed(\d+)/metrics\.parquet", out.stdout))
+    runs = set(re.findall(r"results/runs/(seq-[a-z0-9-]+)/([a-z_]+)/buf(\d+)/seed(\d+)/metrics\.parquet", out.stdout))
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["experiments"]
     for exp in paper:  # every experiment's (benchmark, method, buffer, seed) is a training job
         expected = {(b, m, str(buf), str(s)) for b in exp["benchmarks"] for m in exp["methods"]
                     for buf in (exp["buffers"] if get_method(m)[0].uses_buffer else [0]) for s in exp["seeds"]}
         assert expected <= runs, (exp["id"], sorted(expected - runs)[:3])
-    # DER Table 2: 2 datasets x 10 seeds x (5 buffer-free + 5 x 3 buffers); seq-cifar100: 5 x (2 + 5 x 2)
-    assert job_counts(out.stdout)["train"] == len(runs) == 2 * 10 * (5 + 15) + 5 * (2 + 10)
+    # DER Table 2: 2 datasets x 10 seeds x (5 buffer-free + 5 x 3 buffers); seq-cifar100: 5 x (2 + 5 x 2);
+    # online ER-ACE: 5 seeds x 2 methods
+    assert job_counts(out.stdout)["train"] == len(runs) == 2 * 10 * (5 + 15) + 5 * (2 + 10) + 5 * 2
+    assert job_counts(out.stdout)["fetch_dataset"] == 3  # cifar10, cifar100, tinyimagenet: once each
     assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG
+
+
+def test_downloads_run_in_the_fetch_rule_then_prepare(tmp_path):
+    """`fetch_dataset` downloads and verifies the raw files (from a file:// mirror here), `prepare_dataset`
+    reads them; a mirror serving other bytes fails the fetch with the md5 message, and the rule is retried."""
+    from test_real_data import fake_mnist, write_sources
+
+    wd = workdir(tmp_path / "wd")
+    files, arrays = fake_mnist(tmp_path / "mirror")
+    shutil.copy(write_sources(tmp_path, "mnist", files), wd / "config/datasets.yaml")
+    snakemake(wd, "resources/prepared/mnist/meta.json")
+    fetched = json.loads((wd / "resources/raw/mnist/fetched.json").read_text())
+    assert sorted(fetched) == sorted(f.name for f in files)
+    meta = json.loads((wd / "resources/prepared/mnist/meta.json").read_text())
+    assert meta["splits"]["train"]["n"] == len(arrays["train"][1])
+    assert {s["name"]: s["sha256"] for s in meta["source"]} == fetched
+
+    files[0].write_bytes(files[1].read_bytes())  # the mirror now serves other bytes for one file
+    (wd / "resources/raw/mnist" / files[0].name).unlink()
+    out = snakemake(wd, "resources/prepared/mnist/meta.json", "-F", check=False)
+    assert out.returncode != 0 and "Error in rule fetch_dataset" in out.stdout
+    assert out.stdout.count("localrule fetch_dataset:") == 4  # the first try and `retries: 3`
+    assert "md5 mismatch (expected " in (wd / "logs/fetch_dataset/mnist.log").read_text()
+    assert not (wd / "resources/raw/mnist" / files[0].name).exists()

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from clcore import data
 from clcore.cli import main
+from clcore.data.classic import CIFAR100_FINE_TO_COARSE, wscl_dream_labels
 from clcore.data.download import RawFile, fetch
 from clcore.errors import ChecksumError, DatasetMissingError
 
@@ -102,8 +103,10 @@ def test_cifar10_batches_in_order_and_nchw(tmp_path):
 
 def test_cifar100_fine_and_coarse_labels(tmp_path):
     root = "cifar-100-python"
-    split = lambda n: {"data": cifar_rows(n), "fine_labels": RNG.integers(0, 100, n).tolist(),
-                       "coarse_labels": RNG.integers(0, 20, n).tolist()}
+    def split(n):
+        fine = RNG.integers(0, 100, n)
+        return {"data": cifar_rows(n), "fine_labels": fine.tolist(), "coarse_labels": CIFAR100_FINE_TO_COARSE[fine].tolist()}
+
     train, test = split(6), split(2)
     meta_pickle = {"fine_label_names": [f"f{k}" for k in range(100)], "coarse_label_names": [f"c{k}" for k in range(20)]}
     (tmp_path / "mirror").mkdir()
@@ -114,6 +117,19 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
     loaded = data.load("cifar100", "train", tmp_path / "prepared")
     assert loaded["y"].tolist() == train["fine_labels"] and loaded["coarse"].tolist() == train["coarse_labels"]
     assert len(meta["classes"]) == 100 and meta["coarse_classes"][3] == "c3"
+
+    test["coarse_labels"][1] = (test["coarse_labels"][1] + 1) % 20  # not the CIFAR-100 release's table
+    cifar_tarball(archive, {f"{root}/train": train, f"{root}/test": test, f"{root}/meta": meta_pickle})
+    with pytest.raises(ValueError, match="test: 1 rows' coarse labels disagree with WSCL's fine->coarse table"):
+        data.prepare("cifar100", tmp_path / "prepared", raw_dir=tmp_path / "raw2", force=True,
+                     sources=write_sources(tmp_path, "cifar100", [archive]))
+
+
+def test_wscl_dream_superclasses():
+    assert np.bincount(CIFAR100_FINE_TO_COARSE, minlength=20).tolist() == [5] * 20  # 5 x 500 = 2,500 train images
+    dream = wscl_dream_labels(np.arange(20))
+    assert dream[[0, 7, 9, 10, 14, 17]].tolist() == [0, 7, 8, 9, 10, 11]
+    assert (dream[[8, 11, 12, 13, 15, 16, 18, 19]] == -1).all() and (dream >= 0).sum() == 12
 
 
 def test_corrupt_download_fails_its_checksum(tmp_path):
@@ -138,7 +154,8 @@ def test_missing_raw_file_without_download_says_what_to_put_where(tmp_path):
     assert result.exit_code == 2
     message = " ".join(result.output.split())
     assert "dataset 'mnist'" in message and str((tmp_path / "raw/mnist").resolve()) in message
-    assert f"clcore prepare mnist --raw-dir {tmp_path / 'raw'}` again" in message and "md5" in message
+    assert f"clcore prepare mnist --raw-dir {tmp_path / 'raw'}`" in message and "train-images-idx3-ubyte.gz: missing" in message
+    assert f"(md5 {md5(files[2])})" in message and "needs no download" in message
 
 
 def test_prepare_is_idempotent_and_reuses_verified_raw_files(tmp_path):
@@ -184,11 +201,11 @@ def test_interrupted_download_resumes_from_the_part_file(tmp_path):
     thread.start()
     try:
         raw = RawFile("blob.bin", hashlib.md5(payload).hexdigest(), (f"http://127.0.0.1:{server.server_port}/",))
-        path = fetch(raw, tmp_path, "blob", attempts=2, log=lambda *_: None)
+        path, sha256 = fetch(raw, tmp_path, "blob", attempts=2, log=lambda *_: None)
     finally:
         server.shutdown()
         server.server_close()
-    assert path.read_bytes() == payload
+    assert path.read_bytes() == payload and sha256 == hashlib.sha256(payload).hexdigest()
     assert RangeHandler.requests == [0, len(payload) // 2]  # the second request resumed where the first stopped
 
 

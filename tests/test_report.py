@@ -4,7 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clcore.report.figures import FIGURES, accuracy_curve, write_figure
+import matplotlib.pyplot as plt
+from matplotlib.container import BarContainer
+
+from clcore.report.figures import (EXPERIMENT_FIGURES, FIGURES, accuracy_curve, experiment_accuracy_curve,
+                                   experiment_forgetting, write_experiment_figure, write_figure)
 from clcore.report.tables import format_mean_std, summary_table, write_experiment_table, write_summary
 from clcore.results import ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, write_table
 
@@ -159,3 +163,93 @@ def test_experiment_table_puts_published_numbers_beside_ours_and_shows_missing_r
     assert np.isnan(table.set_index("run_name").loc["er", "class_il_faa_mean"])
     tex = out["tex"].read_text()
     assert r"\begin{tabular}" in tex and r"63.00 $\pm$ 3.61" in tex and "--" in tex
+
+
+# ---- Per-experiment figures. Forgetting per run: class-IL = the fixture's forgetting, task-IL = half of it.
+
+def _experiment_runs() -> pd.DataFrame:
+    runs = _runs_frame()
+    return runs.assign(class_il_forgetting=runs.class_il_forgetting_mammoth,
+                       task_il_forgetting=runs.class_il_forgetting_mammoth / 2)
+
+
+def _rows(*keys):
+    return [dict(benchmark=b, method=n.partition("-h")[0], run_name=n, buffer_size=buf, n_seeds_expected=3)
+            for b, n, buf in keys]
+
+
+PRESENT = _rows(("seq-a", "sgd", 0), ("seq-a", "derpp", 200), ("seq-b", "sgd", 0))
+WITH_MISSING = _rows(("seq-a", "sgd", 0), ("seq-a", "derpp", 200), ("seq-a", "er-h1a2b3c", 200),
+                     ("seq-a", "er_ace", 200))  # er_ace never ran; er-h1a2b3c ran but has NaN forgetting
+
+
+@pytest.fixture
+def experiment_tables(tmp_path):
+    runs, accuracy = tmp_path / "runs.parquet", tmp_path / "accuracy.parquet"
+    write_table(_experiment_runs(), RUNS_SCHEMA, runs)
+    write_table(_accuracy_frame(), ACCURACY_SCHEMA, accuracy)
+    return runs, accuracy
+
+
+@pytest.mark.parametrize("kind", EXPERIMENT_FIGURES)
+@pytest.mark.parametrize("rows, missing", [
+    (PRESENT, []),
+    (WITH_MISSING, ["seq-a: er_ace (buf 200)"]),
+    (_rows(("seq-cifar10", "sgd", 0), ("seq-cifar10", "er", 200)), ["seq-cifar10: sgd", "seq-cifar10: er (buf 200)"]),
+], ids=["all-runs", "one-row-missing", "no-runs-at-all"])
+def test_write_experiment_figure(experiment_tables, tmp_path, kind, rows, missing):
+    png, pdf = tmp_path / "fig" / f"x_{kind}.png", tmp_path / "fig" / f"x_{kind}.pdf"
+    assert write_experiment_figure(kind, *experiment_tables, rows, "Table X", png, pdf) == missing
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert not list(tmp_path.glob("fig/*.part"))
+
+
+def test_write_experiment_figure_rejects_unknown_kind(experiment_tables, tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment figure 'accuracy_matrix'"):
+        write_experiment_figure("accuracy_matrix", *experiment_tables, PRESENT, "T", tmp_path / "f.png",
+                                tmp_path / "f.pdf")
+    assert not (tmp_path / "f.png").exists()
+
+
+def _bar_heights(ax) -> dict[str, dict[str, float]]:
+    """setting label -> x tick label -> bar height."""
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    return {c.get_label(): {tick: bar.get_height() for tick, bar in zip(ticks, c.patches)}
+            for c in ax.containers if isinstance(c, BarContainer)}
+
+
+def test_experiment_forgetting_bars_are_means_over_seeds_and_missing_rows_are_not_zero():
+    fig = experiment_forgetting(_experiment_runs(), _accuracy_frame(), WITH_MISSING, "Table X")
+    ax, = fig.axes
+    heights = _bar_heights(ax)
+    assert heights["Class-IL"]["derpp (buf 200)"] == pytest.approx(17.0)  # (20 + 18 + 13) / 3
+    assert heights["Task-IL"]["derpp (buf 200)"] == pytest.approx(8.5)
+    assert heights["Class-IL"]["sgd"] == pytest.approx(59.0)
+    for setting in ("Class-IL", "Task-IL"):
+        assert math.isnan(heights[setting]["er_ace (buf 200) (missing)"])  # no bar, not a bar of 0
+        assert math.isnan(heights[setting]["er-h1a2b3c (buf 200)"])  # ran, but forgetting undefined (as Joint)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("no runs") == 1 and texts.count("n/a") == 1
+    assert "1 of 4 rows missing" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_experiment_curve_has_a_panel_per_benchmark_and_lists_missing_rows():
+    rows = WITH_MISSING + _rows(("seq-b", "sgd", 0))
+    fig = experiment_accuracy_curve(_experiment_runs(), _accuracy_frame(), rows, "Table X")
+    assert [ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()] == ["seq-a", "seq-b"]
+    points = {line.get_label(): len(line.get_xdata()) for line in fig.axes[0].lines}
+    assert points == {"sgd": T, "derpp (buf 200)": T, "er-h1a2b3c (buf 200)": T, "er_ace (buf 200) (missing)": 0}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "er_ace (buf 200) (missing)" in legend
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("plot", [experiment_accuracy_curve, experiment_forgetting])
+def test_experiment_figure_without_any_runs_says_so(plot):
+    runs, accuracy = _experiment_runs(), _accuracy_frame()
+    fig = plot(runs.iloc[:0], accuracy.iloc[:0], _rows(("seq-cifar10", "sgd", 0), ("seq-cifar10", "er", 200)), "T2")
+    assert fig._suptitle.get_text() == "T2\n(no runs yet)"
+    assert "no runs" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)

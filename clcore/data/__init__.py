@@ -11,11 +11,13 @@ import torch
 from ..errors import ChecksumError, lookup
 from ..io import read_json
 from .classic import prepare_cifar10, prepare_cifar100, prepare_mnist, prepare_tinyimagenet
+from .core50 import prepare_core50
 from .download import DEFAULT_SOURCES, fetch, load_sources
-from .prepared import file_digest, read_split, verify_prepared, write_prepared
+from .imagefolders import IMAGENET_SUBSETS, prepare_imagenet_subset, prepare_salicon
+from .prepared import PrepareContext, listed_files, parse_name, read_index, read_split, verify_prepared, write_prepared
 
 
-def _prepare_shapes(get=None):
+def _prepare_shapes(ctx):
     from .shapes import MAIN_CATEGORIES, generate_shapes
 
     splits, generator_meta = generate_shapes(seed=0, frames=6)
@@ -33,62 +35,62 @@ def _prepare_shapes(get=None):
     return splits, meta
 
 
-def _prepare_digits(get=None):
+def _prepare_digits(ctx):
     from .digits import prepare_digits
 
     return prepare_digits()
 
 
-# name -> function(get) returning (splits, meta) for write_prepared; `get(file)` fetches a raw file
+# base name (no @HxW) -> function(PrepareContext) returning (splits, meta[, index]) for write_prepared
 PREPARERS = {"digits": _prepare_digits, "shapes": _prepare_shapes, "mnist": prepare_mnist,
-             "cifar10": prepare_cifar10, "cifar100": prepare_cifar100, "tinyimagenet": prepare_tinyimagenet}
+             "cifar10": prepare_cifar10, "cifar100": prepare_cifar100, "tinyimagenet": prepare_tinyimagenet,
+             "core50": prepare_core50, "salicon": prepare_salicon,
+             **{subset: prepare_imagenet_subset for subset in IMAGENET_SUBSETS}}
 
 
 def prepare(name: str, prepared_dir="resources/prepared", force: bool = False, verify: bool = False,
             expected_hashes=None, strict: bool = False, raw_dir="resources/raw", sources=DEFAULT_SOURCES,
-            download: bool = True) -> dict:
+            download: bool = True, needed_by: str = "clcore prepare", threads: int = 1) -> dict:
     """Build `<prepared_dir>/<name>/`. A complete, intact dataset is left alone unless `force`.
 
-    Raw files come from `<raw_dir>/<name>/`, downloaded from the mirrors listed in `sources` unless
-    `download` is off. `expected_hashes` (a JSON file: dataset -> file -> sha256, e.g.
-    config/reference/embedded_hashes.json) checks that a generated dataset is byte-identical to the one
-    recorded on the reference platform.
+    Raw files come from `<raw_dir>/<name without @HxW>/`, downloaded from the mirrors listed in `sources`
+    unless `download` is off; manual datasets are read from there as the user placed them.
+    `expected_hashes` (a JSON file: dataset -> file -> sha256, e.g. config/reference/embedded_hashes.json)
+    checks that a generated dataset is byte-identical to the one recorded on the reference platform.
     """
-    preparer = lookup("dataset", PREPARERS, name)
+    base, size = parse_name(name)
+    preparer = lookup("dataset", PREPARERS, base)
     out = Path(prepared_dir) / name
     if (out / "meta.json").exists() and not force:
-        bad = verify_prepared(out) if verify else [f for f in _listed_files(out) if not (out / f).exists()]
+        bad = verify_prepared(out) if verify else [f for f in listed_files(read_json(out / "meta.json"))
+                                                   if not (out / f).exists()]
         if not bad:
             return read_json(out / "meta.json")
         force = True
-    raw_files, fetched = {}, []
+    raw_files, fetched = {}, {}
 
     def get(file_name: str) -> Path:
         if not raw_files:
-            raw_files.update({f.name: f for f in load_sources(name, sources)})
+            raw_files.update({f.name: f for f in load_sources(base, sources)})
         raw = raw_files[file_name]
-        path = fetch(raw, Path(raw_dir) / name, name, download)
-        fetched.append({"name": raw.name, "url": raw.mirrors[0] + raw.name, "md5": raw.md5,
-                        "sha256": file_digest(path)})
+        path, sha256 = fetch(raw, Path(raw_dir) / base, base, download, needed_by=needed_by,
+                             listed=tuple(raw_files.values()))
+        fetched[raw.name] = {"name": raw.name, "url": raw.mirrors[0] + raw.name, "md5": raw.md5, "sha256": sha256}
         return path
 
-    splits, meta = preparer(get)
+    ctx = PrepareContext(name, size, Path(raw_dir) / base, out, get, needed_by, threads)
+    splits, meta, *index = preparer(ctx)
     if fetched:
-        meta["source"] = fetched
-    meta = write_prepared(out, name, splits, meta)
+        meta["source"] = list(fetched.values())
+    meta = write_prepared(out, name, splits, meta, *index)
     if expected_hashes is not None:
         check_reference_hashes(meta, read_json(expected_hashes).get(name, {}), strict)
     return meta
 
 
-def file_hashes(meta: dict) -> dict[str, str]:
-    """file name -> sha256 of every array of a prepared dataset."""
-    return {info["file"]: info["sha256"] for s in meta["splits"].values() for info in s["fields"].values()}
-
-
 def check_reference_hashes(meta: dict, expected: dict[str, str], strict: bool = False) -> None:
     """Warn (or, if `strict`, raise ChecksumError) where a file differs from the reference platform's."""
-    differ = sorted(f for f, sha in file_hashes(meta).items() if f in expected and expected[f] != sha)
+    differ = sorted(f for f, sha in listed_files(meta).items() if f in expected and expected[f] != sha)
     if not differ:
         return
     message = (f"{meta['name']}: {len(differ)} file(s) differ from the reference platform's bytes "
@@ -97,10 +99,6 @@ def check_reference_hashes(meta: dict, expected: dict[str, str], strict: bool = 
     if strict:
         raise ChecksumError(message)
     warnings.warn(message, stacklevel=2)
-
-
-def _listed_files(out: Path) -> list[str]:
-    return list(file_hashes(read_json(out / "meta.json")))
 
 
 def load(name: str, split: str, prepared_dir="resources/prepared", device="cpu") -> dict[str, torch.Tensor]:
@@ -115,3 +113,8 @@ def load(name: str, split: str, prepared_dir="resources/prepared", device="cpu")
 
 def metadata(name: str, prepared_dir="resources/prepared") -> dict:
     return read_json(Path(prepared_dir) / name / "meta.json")
+
+
+def load_index(name: str, key: str, prepared_dir="resources/prepared") -> torch.Tensor:
+    """Row indices `index/<key>.npy` of a prepared dataset (e.g. core50 `nicv2_79/run0/batch000`) as int64."""
+    return torch.from_numpy(read_index(Path(prepared_dir) / name, key).astype(np.int64))

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import yaml
 
 from ..errors import ChecksumError, DatasetMissingError
-from .prepared import file_digest
+from .prepared import file_digests
 
 DEFAULT_SOURCES = "config/datasets.yaml"
 _CHUNK = 1 << 20
@@ -31,29 +31,52 @@ class RawFile:
     name: str                  # file name under resources/raw/<dataset>/
     md5: str                   # the provider's checksum (torchvision's resource lists)
     mirrors: tuple[str, ...]   # base URLs, tried in order; the file name is appended
+    optional: bool = False     # used if present (a faster source, a cross-check), never required
 
 
 def load_sources(dataset: str, path=DEFAULT_SOURCES) -> list[RawFile]:
     entry = (yaml.safe_load(Path(path).read_text()) or {}).get(dataset)
     if not entry:
         raise KeyError(f"no raw files are listed for '{dataset}' in {path}")
-    return [RawFile(name, spec["md5"], tuple(spec["mirrors"])) for name, spec in entry["files"].items()]
+    return [RawFile(name, spec["md5"], tuple(spec["mirrors"]), bool(spec.get("optional")))
+            for name, spec in entry["files"].items()]
 
 
-def fetch(raw: RawFile, raw_dir, dataset: str, download: bool = True, attempts: int = 3, log=print) -> Path:
-    """The verified local copy of `raw` in `raw_dir`, downloaded first if needed."""
+def downloaded_datasets(path=DEFAULT_SOURCES) -> list[str]:
+    """Names of the datasets whose raw files are downloaded (listed in the mirror file)."""
+    return list(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def fetch_all(dataset: str, raw_dir, sources=DEFAULT_SOURCES, download: bool = True, log=print) -> dict[str, str]:
+    """Every required raw file of `dataset` into `<raw_dir>/<dataset>/`, verified: file name -> sha256."""
+    listed = tuple(load_sources(dataset, sources))
+    return {raw.name: fetch(raw, Path(raw_dir) / dataset, dataset, download, log=log, listed=listed)[1]
+            for raw in listed if not raw.optional}
+
+
+def fetch(raw: RawFile, raw_dir, dataset: str, download: bool = True, attempts: int = 3, log=print,
+          needed_by: str = "clcore prepare", listed: tuple[RawFile, ...] = ()) -> tuple[Path, str]:
+    """The verified local copy of `raw` in `raw_dir` (downloaded first if needed) and its sha256.
+    `listed`: all raw files of the dataset, for the missing-file message."""
     raw_dir = Path(raw_dir)
     target = raw_dir / raw.name
+    found = "missing"
     if target.exists():
-        if file_digest(target, "md5") == raw.md5:
-            return target
+        digests = file_digests(target, ("md5", "sha256"))
+        if digests["md5"] == raw.md5:
+            return target, digests["sha256"]
         log(f"{target}: md5 differs from {raw.md5}; downloading it again")
+        found = f"bad checksum (md5 {digests['md5']}, expected {raw.md5}; deleted)"
         target.unlink()
     if not download:
-        raise DatasetMissingError(
-            f"dataset '{dataset}': {target} is missing and downloads are off (--no-download).\n"
-            f"Place {raw.name} (md5 {raw.md5}) in {raw_dir.resolve()}/, from {raw.mirrors[0]}{raw.name}, "
-            f"then run `clcore prepare {dataset} --raw-dir {raw_dir.parent}` again.")
+        files = listed or (raw,)
+        states = {f.name: found if f == raw else "present" if (raw_dir / f.name).exists() else "missing" for f in files}
+        layout = f"{raw_dir.name}/\n" + "\n".join(f"  {f.name:<30} md5 {f.md5}{'  (optional)' * f.optional}"
+                                                   for f in files)
+        raise DatasetMissingError.manual(
+            dataset, f"{needed_by} (downloads are off: --no-download)", raw_dir, states, layout,
+            f"{raw.mirrors[0]}{raw.name} (and the others from the mirrors in {DEFAULT_SOURCES})",
+            f"`clcore prepare {dataset} --raw-dir {raw_dir.parent}` (without --no-download it downloads itself)")
     raw_dir.mkdir(parents=True, exist_ok=True)
     part, errors = target.with_name(raw.name + ".part"), []
     for url in (base + raw.name for base in raw.mirrors):
@@ -88,14 +111,14 @@ def _download(url: str, part: Path, log) -> None:
         raise OSError(f"{url}: got {part.stat().st_size} of {total} bytes")
 
 
-def _verified(part: Path, target: Path, md5: str) -> Path:
-    observed = file_digest(part, "md5")
-    if observed != md5:
+def _verified(part: Path, target: Path, md5: str) -> tuple[Path, str]:
+    digests = file_digests(part, ("md5", "sha256"))
+    if digests["md5"] != md5:
         part.unlink()
-        raise ChecksumError(f"{target.name}: md5 mismatch (expected {md5}, observed {observed}); the partial "
+        raise ChecksumError(f"{target.name}: md5 mismatch (expected {md5}, observed {digests['md5']}); the partial "
                             f"file was deleted. Retry, or check the mirror list in {DEFAULT_SOURCES}.")
     part.replace(target)
-    return target
+    return target, digests["sha256"]
 
 
 def _mb(n) -> str:

@@ -1,7 +1,9 @@
-"""Figures per benchmark from `collect`'s tables, written as PNG (dpi 150) and PDF.
+"""Figures from `collect`'s tables, written as PNG (dpi 150) and PDF: per benchmark (FIGURES) and
+per experiment block of the config (EXPERIMENT_FIGURES, one panel per benchmark of the block).
 
 Every figure shows one entry per (run_name, buffer_size), averaged over seeds, in the summary
-table's order (buffer size, then run name).
+table's order (buffer size, then run name). An entry the experiment asks for but that has no runs
+yet is drawn as missing ("(missing)" in the legend or tick label, no bar), never as 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..io import atomic_path  # noqa: E402
 from ..results import ACCURACY_SCHEMA, RUNS_SCHEMA, read_table  # noqa: E402
 
 FIGURES = ("accuracy_matrix", "final_accuracy", "accuracy_curve")
+EXPERIMENT_FIGURES = ("accuracy_curve", "forgetting")
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -32,6 +35,10 @@ def _groups(runs: pd.DataFrame) -> list[tuple[str, int]]:
 
 def _label(run_name: str, buffer_size: int) -> str:
     return run_name if buffer_size == 0 else f"{run_name} (buf {buffer_size})"
+
+
+def _missing_label(run_name: str, buffer_size: int) -> str:
+    return f"{_label(run_name, buffer_size)} (missing)"
 
 
 def _select(df: pd.DataFrame, run_name: str, buffer_size: int) -> pd.DataFrame:
@@ -88,35 +95,61 @@ def accuracy_matrix(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
     return fig
 
 
-def final_accuracy(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
-    """Grouped bars of the final average accuracy (class-IL and task-IL), mean ± std over seeds."""
-    groups = _groups(runs)
+def _bars(ax, runs: pd.DataFrame, groups: list[tuple[str, int]], metric: str) -> None:
+    """Class-IL and task-IL bars of `<setting>_<metric>` side by side per group, mean ± std over seeds.
+    A group without runs keeps a NaN bar (nothing drawn) and says so, so that it never reads as 0."""
     x = np.arange(len(groups))
     width = 0.4
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(groups) + 3.0), 4.5), layout="constrained")
+    drawn = False
     for offset, (setting, label) in zip((-width / 2, width / 2), [("class_il", "Class-IL"), ("task_il", "Task-IL")]):
-        values = [_select(runs, name, buffer)[f"{setting}_faa"] for name, buffer in groups]
+        values = [_select(runs, name, buffer)[f"{setting}_{metric}"] for name, buffer in groups]
         mean = np.array([v.mean() for v in values])
         std = np.nan_to_num(np.array([v.std(ddof=1) if v.count() > 1 else 0.0 for v in values]))
         ax.bar(x + offset, mean, width, yerr=std, capsize=3, label=label)
-    ax.set_xticks(x, [_label(name, buffer) for name, buffer in groups], rotation=45, ha="right")
+        drawn |= bool(np.isfinite(mean).any())
+    if not drawn:  # the default ±0.05 scale would read as measured values
+        ax.set_yticks([])
+    labels = []
+    for i, (name, buffer) in enumerate(groups):
+        selected = _select(runs, name, buffer)
+        has_runs = not selected.empty
+        labels.append(_label(name, buffer) if has_runs else _missing_label(name, buffer))
+        if selected[[f"class_il_{metric}", f"task_il_{metric}"]].isna().all(axis=None):  # also Joint's forgetting
+            ax.text(i, 0.7, "n/a" if has_runs else "no runs", rotation=90, ha="center", va="center",
+                    color="gray", transform=ax.get_xaxis_transform())
+    ax.set_xticks(x, labels, rotation=45, ha="right")
+    ax.set_xlim(-0.6, len(groups) - 0.4)  # NaN bars do not count for autoscaling: keep their slots
+    ax.grid(axis="y", alpha=0.3)
+    _legend_outside(ax)
+
+
+def _bars_width(groups) -> float:
+    return max(6.0, 0.7 * len(groups) + 3.0)
+
+
+def final_accuracy(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
+    """Grouped bars of the final average accuracy (class-IL and task-IL), mean ± std over seeds."""
+    groups = _groups(runs)
+    fig, ax = plt.subplots(figsize=(_bars_width(groups), 4.5), layout="constrained")
+    _bars(ax, runs, groups, "faa")
     ax.set_ylim(0, 100)
     ax.set_ylabel("final average accuracy (%)")
     ax.set_title(f"{benchmark}: final average accuracy (mean ± std over seeds)")
-    ax.grid(axis="y", alpha=0.3)
-    _legend_outside(ax)
     return fig
 
 
-def accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
-    """Class-IL accuracy on the tasks seen so far after each task, mean over seeds ± std band."""
+def _curves(ax, runs: pd.DataFrame, accuracy: pd.DataFrame, groups: list[tuple[str, int]], benchmark: str) -> None:
+    """Class-IL accuracy on the tasks seen so far after each task, one curve per group (mean over
+    seeds ± std band). A group without data is a legend entry "(missing)" with nothing drawn."""
     acc = _class_il(accuracy)
     acc = acc[acc.eval_task <= acc.after_task]
-    fig, ax = plt.subplots(figsize=(8.0, 4.5), layout="constrained")
     colors = plt.get_cmap("tab10").colors
-    for k, (name, buffer) in enumerate(_groups(runs)):
+    drawn = False
+    for k, (name, buffer) in enumerate(groups):
+        color, style = colors[k % len(colors)], _LINESTYLES[(k // len(colors)) % len(_LINESTYLES)]
         per_seed = _select(acc, name, buffer).groupby(["seed", "after_task"]).value.mean()
         if per_seed.empty:
+            ax.plot([], [], color=color, linestyle=style, label=_missing_label(name, buffer))
             continue
         if _final_only(runs, name, buffer):  # one marker at the last task, no curve through untrained rows
             after = per_seed.index.get_level_values("after_task")
@@ -124,11 +157,14 @@ def accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
         stats = per_seed.groupby("after_task").agg(["mean", "std"]).sort_index()
         tasks = stats.index.to_numpy() + 1
         std = stats["std"].fillna(0.0).to_numpy()
-        color, style = colors[k % len(colors)], _LINESTYLES[(k // len(colors)) % len(_LINESTYLES)]
         ax.plot(tasks, stats["mean"], color=color, linestyle=style, marker="o", markersize=3,
                 label=_label(name, buffer))
         ax.fill_between(tasks, stats["mean"] - std, stats["mean"] + std, color=color, alpha=0.15, linewidth=0)
+        drawn = True
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not drawn:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", color="gray", transform=ax.transAxes)
+        ax.set_xticks([])
     ax.set_ylim(0, 100)
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("class-IL accuracy on seen tasks (%)")
@@ -136,10 +172,27 @@ def accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
     ax.grid(alpha=0.3)
     if ax.lines:
         _legend_outside(ax)
+
+
+def accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
+    """Class-IL accuracy on the tasks seen so far after each task, mean over seeds ± std band."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.5), layout="constrained")
+    _curves(ax, runs, accuracy, _groups(runs), benchmark)
     return fig
 
 
 _PLOTS = {"accuracy_matrix": accuracy_matrix, "final_accuracy": final_accuracy, "accuracy_curve": accuracy_curve}
+
+
+def _save(fig, out_png, out_pdf) -> None:
+    """Write `fig` as PNG and PDF atomically (no creation date, so that reruns give identical PDFs), then close it."""
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        with atomic_path(out_pdf) as tmp:
+            fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    finally:
+        plt.close(fig)
 
 
 def write_figure(kind: str, runs_parquet, accuracy_parquet, benchmark: str, out_png, out_pdf) -> None:
@@ -151,11 +204,72 @@ def write_figure(kind: str, runs_parquet, accuracy_parquet, benchmark: str, out_
     if runs.empty:
         raise ValueError(f"no runs for benchmark '{benchmark}' in {runs_parquet}")
     accuracy = read_table(accuracy_parquet, ACCURACY_SCHEMA)
-    fig = _PLOTS[kind](runs, accuracy[accuracy.benchmark == benchmark], benchmark)
-    try:
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-        with atomic_path(out_pdf) as tmp:
-            fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
-    finally:
-        plt.close(fig)
+    _save(_PLOTS[kind](runs, accuracy[accuracy.benchmark == benchmark], benchmark), out_png, out_pdf)
+
+
+# ---- One figure per experiment block: the rows it asks for (dicts with benchmark, run_name,
+# buffer_size, as `experiment_rows` in rules/common.smk gives them), one panel per benchmark.
+
+def _panels(rows: list[dict]) -> list[tuple[str, list[tuple[str, int]]]]:
+    """(benchmark, its (run_name, buffer_size) groups) in the order the benchmarks first appear in `rows`."""
+    asked = pd.DataFrame(rows)
+    return [(b, _groups(asked[asked.benchmark == b])) for b in asked.benchmark.drop_duplicates()]
+
+
+def missing_rows(runs: pd.DataFrame, rows: list[dict]) -> list[str]:
+    """'benchmark: label' of every row without any run."""
+    return [f"{r['benchmark']}: {_label(r['run_name'], r['buffer_size'])}" for r in rows
+            if _select(runs[runs.benchmark == r["benchmark"]], r["run_name"], r["buffer_size"]).empty]
+
+
+def _suptitle(fig, runs: pd.DataFrame, rows: list[dict], title: str) -> None:
+    missing = len(missing_rows(runs, rows))
+    if missing == len(rows):
+        title += "\n(no runs yet)"
+    elif missing:
+        title += f"\n({missing} of {len(rows)} rows missing: no runs yet)"
+    fig.suptitle(title)
+
+
+def experiment_accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str):
+    """The benchmark figure `accuracy_curve`, one panel per benchmark of the experiment."""
+    panels = _panels(rows)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8.0, 4.5 * len(panels)), squeeze=False, layout="constrained")
+    for ax, (benchmark, groups) in zip(axes.flat, panels):
+        _curves(ax, runs[runs.benchmark == benchmark], accuracy[accuracy.benchmark == benchmark], groups, benchmark)
+    _suptitle(fig, runs, rows, title)
+    return fig
+
+
+def experiment_forgetting(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str):
+    """Bars of the final forgetting (class-IL and task-IL), mean ± std over seeds, one panel per benchmark."""
+    panels = _panels(rows)
+    width = max(_bars_width(groups) for _, groups in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.5 * len(panels)), squeeze=False, layout="constrained")
+    for ax, (benchmark, groups) in zip(axes.flat, panels):
+        _bars(ax, runs[runs.benchmark == benchmark], groups, "forgetting")
+        ax.axhline(0.0, color="black", linewidth=0.8)  # forgetting can be negative
+        ax.set_ylabel("forgetting (%)")
+        ax.set_title(f"{benchmark}: final forgetting (mean ± std over seeds)")
+    _suptitle(fig, runs, rows, title)
+    return fig
+
+
+_EXPERIMENT_PLOTS = {"accuracy_curve": experiment_accuracy_curve, "forgetting": experiment_forgetting}
+
+
+def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: list[dict], title: str,
+                            out_png, out_pdf) -> list[str]:
+    """Draw figure `kind` (one of EXPERIMENT_FIGURES) of one experiment block and write it as PNG and
+    PDF, atomically. Returns the rows drawn as missing (see `missing_rows`)."""
+    if kind not in _EXPERIMENT_PLOTS:
+        raise ValueError(f"unknown experiment figure '{kind}'; choose one of {', '.join(EXPERIMENT_FIGURES)}")
+    if not rows:
+        raise ValueError(f"experiment '{title}' asks for no runs")
+    benchmarks = {r["benchmark"] for r in rows}
+    runs = read_table(runs_parquet, RUNS_SCHEMA)
+    runs = runs[runs.benchmark.isin(benchmarks)]
+    accuracy = read_table(accuracy_parquet, ACCURACY_SCHEMA)
+    accuracy = accuracy[accuracy.benchmark.isin(benchmarks)]
+    _save(_EXPERIMENT_PLOTS[kind](runs, accuracy, rows, title), out_png, out_pdf)
+    return missing_rows(runs, rows)

@@ -4,7 +4,8 @@ def main(smk):
 
     with redirect_output(smk.log[0]):
         prepare(smk.wildcards.prepared, smk.params.prepared_dir, expected_hashes=smk.params.expected_hashes,
-                raw_dir=smk.params.raw_dir, sources=smk.params.sources)
+                raw_dir=smk.params.raw_dir, sources=smk.params.sources, needed_by=smk.params.needed_by,
+                threads=smk.threads)
 
 
 if "snakemake" in globals():
