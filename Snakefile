@@ -21,12 +21,14 @@ wildcard_constraints:
     seed=r"\d+",
     prepared=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
     raw=r"[a-z0-9-]+",
+    source=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
     kind=r"[a-z_]+",
     experiment=r"[a-z0-9_]+",
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/saliency.smk"
 include: "rules/train.smk"
 include: "rules/collect.smk"
 
@@ -40,6 +42,7 @@ localrules:
     experiment_table,
     figures,
     experiment_figure,
+    robustness_table,
 
 
 rule all:
@@ -51,4 +54,5 @@ rule all:
         TABLES / "summary.csv",
         figure_targets(),
         experiment_table_targets(),
+        robustness_table_targets(),
         experiment_figure_targets(),

@@ -1,5 +1,6 @@
 """Consolidate finished runs into the pipeline's tables: runs.parquet (one row per run),
-accuracy.parquet (every accuracy matrix entry) and summary.tsv (for the Snakemake report).
+accuracy.parquet (every accuracy matrix entry), task_metrics.parquet (other per-task evaluation
+metrics, e.g. SER's saliency metrics) and summary.tsv (for the Snakemake report).
 
 Reads only the explicit list of run directories it is given, never a glob of the results tree, so
 runs of a removed configuration cannot leak in.
@@ -12,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_path, read_json
-from .results import (ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, load_metrics, write_table)
+from .results import (ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, TASK_METRICS_SCHEMA, load_metrics,
+                      write_table)
 
 
 def _identity(info: dict) -> dict:
@@ -20,8 +22,8 @@ def _identity(info: dict) -> dict:
             "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"])}
 
 
-def collect(run_dirs, out_runs, out_accuracy, out_summary=None) -> pd.DataFrame:
-    runs, accuracy = [], []
+def collect(run_dirs, out_runs, out_accuracy, out_summary=None, out_task_metrics=None) -> pd.DataFrame:
+    runs, accuracy, task_metrics = [], [], []
     for run_dir in map(Path, run_dirs):
         info = read_json(run_dir / "run.json")
         ident = _identity(info)
@@ -33,10 +35,16 @@ def collect(run_dirs, out_runs, out_accuracy, out_summary=None) -> pd.DataFrame:
         metrics = load_metrics(run_dir / "metrics.parquet")
         acc = metrics[metrics.metric == "accuracy"][["setting", "after_task", "eval_task", "value"]]
         accuracy.append(acc.assign(**ident))
+        per_task = metrics[(metrics.metric != "accuracy") & metrics.eval_task.notna() & (metrics.after_task >= 0)]
+        task_metrics.append(per_task[["metric", "after_task", "eval_task", "value"]].assign(**ident))
     runs_df = pd.DataFrame(runs, columns=RUNS_SCHEMA.names)
     accuracy_df = pd.concat(accuracy, ignore_index=True) if accuracy else pd.DataFrame(columns=ACCURACY_SCHEMA.names)
     write_table(runs_df, RUNS_SCHEMA, out_runs)
     write_table(accuracy_df, ACCURACY_SCHEMA, out_accuracy)
+    if out_task_metrics:
+        frames = [f for f in task_metrics if len(f)]
+        write_table(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TASK_METRICS_SCHEMA.names),
+                    TASK_METRICS_SCHEMA, out_task_metrics)
     if out_summary:
         with atomic_path(out_summary) as tmp:
             runs_df.drop(columns=["run_json"]).to_csv(tmp, sep="\t", index=False, float_format="%.4f")

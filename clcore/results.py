@@ -69,6 +69,18 @@ ACCURACY_SCHEMA = pa.schema(
 )
 
 
+TASK_METRICS_SCHEMA = pa.schema(  # per-task evaluation metrics other than accuracy (SER: sal_kld/cc/sim)
+    _identity
+    + [
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("after_task", pa.int16(), nullable=False),
+        pa.field("eval_task", pa.int16(), nullable=False),  # -1 = pooled over the seen tasks' images
+        pa.field("value", pa.float64()),
+    ],
+    metadata=_meta,
+)
+
+
 def write_table(df: pd.DataFrame, schema: pa.Schema, path) -> None:
     """Write `df` with exactly `schema` (column order, types, version metadata), atomically."""
     missing = set(schema.names) - set(df.columns)

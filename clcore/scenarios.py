@@ -38,6 +38,10 @@ class BenchmarkSpec:
     reset_optimizer_each_task: bool = False
     test_split: str = "test"
     spurious_fraction: float = 0.0  # share of training images carrying a class signature (shapes only)
+    saliency: str | None = None  # key of SALIENCY_PRETRAINING: the predictor SER runs on this benchmark use
+    # SER's target maps: "pseudo" (the pretrained predictor's maps, rule pseudo_saliency: the paper's
+    # pipeline, ser.md §4) or "shipped" (the dataset's own `sal` field)
+    saliency_targets: str = "pseudo"
 
     @property
     def n_classes(self) -> int:
@@ -47,6 +51,31 @@ class BenchmarkSpec:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "lr_milestones": self.lr_milestones,
                 "channels_last": self.channels_last}
 
+
+@dataclass(frozen=True)
+class SaliencyPretraining:
+    """Where and how rule pretrain_saliency trains SER's saliency predictor (ser.md §4-5) [OURS]."""
+    prepared: str
+    train_split: str
+    val_split: str
+    nf: int                    # the classifier's width: SER multiplies taps of equal shape
+    widths: tuple[int, ...]    # decoder (d1, d2, d3)
+    epochs: int
+    batch_size: int
+
+
+SALIENCY_PRETRAINING = {
+    "salicon@288x384": SaliencyPretraining("salicon@288x384", "train", "val", 64, (256, 128, 64), 30, 16),
+    "shapes": SaliencyPretraining("shapes", "aux_train", "aux_test", 8, (32, 16, 8), 10, 32),  # embedded
+}
+
+_SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "legacy_square"},
+                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), n_epochs=1, batch_size=8,
+                   saliency="salicon@288x384")
+# seq-shapes for SER (ser.md §5 embedded): no augmentation (the target maps are not augmented with the
+# images), batch 8, 2 epochs (a single pass is too little data on this scale).
+_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=2, batch_size=8, channels_last=True,
+                   saliency="shapes")
 
 BENCHMARKS = {
     # Mammoth protocols (baselines.md §5.1, `datasets/seq_*.py` @d75fe5f); test transform = normalise only.
@@ -61,6 +90,15 @@ BENCHMARKS = {
     "seq-tinyimg": BenchmarkSpec("seq-tinyimg", "tinyimagenet", 10, 20, "resnet18", {"nf": 64}, crop_padding=4,
                                  hflip=True, mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821),
                                  n_epochs=100, batch_size=32),
+    # SER (ser.md §3, §5): 20 tasks of 5 classes at 288x384, one pass, batch 8, no augmentation,
+    # ImageNet normalisation, Mammoth's square pooling kernel (option pool: global fixes it).
+    "seq-fgimagenet": BenchmarkSpec("seq-fgimagenet", "fg-imagenet@288x384", 20, 5, **_SER_IMAGES),
+    "seq-miniimagenet": BenchmarkSpec("seq-miniimagenet", "mini-imagenet@288x384", 20, 5, **_SER_IMAGES),
+    "seq-miniimagenet-spurious": BenchmarkSpec("seq-miniimagenet-spurious", "mini-imagenet@288x384", 20, 5,
+                                               spurious_fraction=1.0, **_SER_IMAGES),
+    "seq-shapes-ser": BenchmarkSpec("seq-shapes-ser", "shapes", 5, 2, **_SER_SHAPES),
+    "seq-shapes-ser-spurious": BenchmarkSpec("seq-shapes-ser-spurious", "shapes", 5, 2, spurious_fraction=1.0,
+                                             **_SER_SHAPES),
     # Online ER-ACE (current Mammoth `datasets/configs/seq-cifar10/er_ace.yaml`, task_free): one pass,
     # batch 10, no augmentation, reduced ResNet-18 (nf 20), its odd normalisation (mean .5, std 2).
     "seq-cifar10-online": BenchmarkSpec("seq-cifar10-online", "cifar10", 5, 2, "resnet18", {"nf": 20},
@@ -98,7 +136,8 @@ def with_signatures(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
     from .data.shapes import signature_patch
 
     rows = np.flatnonzero(np.random.default_rng(seed).random(x.shape[0]) < fraction)
-    patch = torch.from_numpy(signature_patch(y[rows].cpu().numpy())).to(x.device)
+    size = max(2, round(0.125 * min(x.shape[2:])))  # 4 px at 32x32, 36 px at 288x384 (ser.md §4)
+    patch = torch.from_numpy(signature_patch(y[rows].cpu().numpy(), size)).to(x.device)
     x = x.clone()
     x[torch.from_numpy(rows).to(x.device), :, : patch.shape[2], : patch.shape[3]] = patch
     return x
@@ -122,12 +161,14 @@ class Scenario:
         self.spec, self.device = spec, torch.device(device)
         root = Path(prepared_dir)
         meta = data.metadata(spec.prepared, root)
-        train, test = (self._benchmark_rows(data.load(spec.prepared, split, root, self.device))
-                       for split in ("train", spec.test_split))
+        (train, self._train_rows), (test, self._test_rows) = (
+            self._benchmark_rows(data.load(spec.prepared, split, root, self.device)) for split in ("train", spec.test_split))
         self.train_x, self.train_y = train["x"], train["y"]
+        self.train_fields = {k: v for k, v in train.items() if k not in ("x", "y")}  # e.g. saliency maps
         if spec.spurious_fraction:
             self.train_x = with_signatures(self.train_x, self.train_y, spec.spurious_fraction)
         self.test_x, self.test_y = test["x"], test["y"]
+        self.test_fields = {k: v for k, v in test.items() if k not in ("x", "y")}
         stats = meta["normalization_computed"]
         self.transform = Transform(
             pixel_max=float(meta["pixel_max"]),
@@ -142,10 +183,20 @@ class Scenario:
         # task id of every class, for task-IL masks and per-task accuracy counts
         self.class_task = torch.arange(spec.n_classes, device=self.device) // c
 
-    def _benchmark_rows(self, fields: dict) -> dict:
+    def _benchmark_rows(self, fields: dict) -> tuple[dict, torch.Tensor]:
         """The rows of the benchmark's classes (seq-tinyimg-half uses the first 100 of 200 labels)."""
         keep = fields["y"] < self.spec.n_classes
-        return fields if bool(keep.all()) else {name: value[keep] for name, value in fields.items()}
+        return (fields if bool(keep.all()) else {name: value[keep] for name, value in fields.items()}), keep
+
+    def use_pseudo_saliency(self, folder) -> None:
+        """Train and test on the pseudo maps in `folder` (rule pseudo_saliency); the dataset's own maps
+        stay available as `sal_true`, so the runs can also be scored against them."""
+        for split, fields, keep in (("train", self.train_fields, self._train_rows),
+                                    (self.spec.test_split, self.test_fields, self._test_rows)):
+            pseudo = torch.from_numpy(np.load(Path(folder) / f"{split}.sal.npy")).to(self.device)[keep]
+            if "sal" in fields:
+                fields["sal_true"] = fields["sal"]
+            fields["sal"] = pseudo
 
     @property
     def n_tasks(self) -> int:
@@ -160,9 +211,15 @@ class Scenario:
         net = build_backbone(self.spec.backbone, self.input_shape, self.n_classes, **self.spec.backbone_options)
         return net.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
-    def task(self, t: int) -> Task:
+    def task(self, t: int, fields: tuple[str, ...] = ()) -> Task:
+        """Task t's training data, with the per-sample `fields` a method observes (e.g. SER's "sal")."""
         idx = (self.class_task[self.train_y] == t).nonzero().flatten()
-        return Task(t, self.task_classes[t], self.train_x[idx], self.train_y[idx])
+        missing = [f for f in fields if f not in self.train_fields]
+        if missing:
+            raise ValueError(f"{self.spec.name}: the method needs the field(s) {', '.join(missing)}, which "
+                             f"{self.spec.prepared} does not have (it has {', '.join(self.train_fields) or 'none'})")
+        return Task(t, self.task_classes[t], self.train_x[idx], self.train_y[idx],
+                    {f: self.train_fields[f][idx] for f in fields})
 
     def task_il_mask(self, tasks: torch.Tensor) -> torch.Tensor:
         """Boolean [B, C]: True on the classes of each sample's task."""

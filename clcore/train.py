@@ -17,7 +17,8 @@ import torch
 
 from . import __version__
 from .device import describe, pick_device
-from .io import atomic_path, git_commit, write_json
+from .data.prepared import file_digest
+from .io import atomic_path, git_commit, read_json, write_json
 from .methods import get_method, make_hparams
 from .methods.base import Context
 from .metrics import summarize
@@ -26,6 +27,7 @@ from .scenarios import Scenario, get_benchmark
 
 log = logging.getLogger("clcore.train")
 CHECKPOINT = "checkpoint.pt"
+FINAL = "final.pt"  # the trained weights, kept for evaluations after training (rule robust_eval)
 RUN_JSON_VERSION = 1
 
 
@@ -58,6 +60,9 @@ def evaluate(method, scenario: Scenario, after_task: int = RANDOM_INIT_ROW, batc
 def _evaluation_rows(method, scenario, after_task: int) -> tuple[list[dict], dict]:
     acc = evaluate(method, scenario, after_task)
     rows = [r for s in SETTINGS for r in accuracy_rows(acc[s], s, after_task)]
+    method.eval()
+    rows += method.evaluation_rows(scenario, after_task)
+    method.train()
     return rows, acc
 
 
@@ -82,11 +87,14 @@ def _seed_everything(seed: int) -> None:
 
 def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hparams: dict,
                  prepared_dir="resources/prepared", out_dir="results/runs/run", run_name: str | None = None,
-                 device: str = "auto", threads: int | None = None, progress: bool = False) -> dict:
+                 device: str = "auto", threads: int | None = None, progress: bool = False,
+                 artefacts: dict | None = None, keep_final: bool = False) -> dict:
     """Train `method` on `benchmark` and write `<out_dir>/metrics.parquet` and `<out_dir>/run.json`.
 
     If `<out_dir>/checkpoint.pt` exists (a killed run), training resumes after its last finished task;
-    the result equals that of an uninterrupted run with the same seed.
+    the result equals that of an uninterrupted run with the same seed. `artefacts` names pretrained
+    inputs (e.g. {"saliency_predictor": path}) for the methods that need them. `keep_final` writes the
+    trained weights (no buffer, no optimiser) to `<out_dir>/final.pt` for `load_trained`.
     """
     started = time.time()
     spec = get_benchmark(benchmark)
@@ -103,12 +111,14 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     out_dir.mkdir(parents=True, exist_ok=True)
 
     scenario = Scenario(spec, prepared_dir, dev)
+    if artefacts and "pseudo_saliency" in artefacts:
+        scenario.use_pseudo_saliency(Path(artefacts["pseudo_saliency"]).parent)
     _seed_everything(seed)
 
     make_net = functools.partial(scenario.build_net, hp.channels_last)
     ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
                   device=dev, seed=seed, buffer_size=buffer_size, make_net=make_net,
-                  reset_optimizer_each_task=spec.reset_optimizer_each_task)
+                  reset_optimizer_each_task=spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}))
     model = cls(make_net(), hp, ctx).to(dev)
 
     ckpt_path = out_dir / CHECKPOINT
@@ -134,7 +144,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
                    desc=f"{method} on {benchmark}")
     for t in tasks:
         tic = time.time()
-        task = scenario.task(t)
+        task = scenario.task(t, model.stream_fields)
         model.begin_task(task)
         rows += model.train_task(task, on_epoch=(lambda e: bar.update(1)) if bar else None)
         model.end_task(task)
@@ -157,11 +167,17 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
 
     summary = _summaries(rows, model.full_accuracy_matrix)
     rows += [metric_rows(name, value, setting) for setting, values in summary.items() for name, value in values.items()]
+    if keep_final:
+        with atomic_path(out_dir / FINAL) as tmp:
+            torch.save({k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")}, tmp)
     save_metrics(rows, out_dir / "metrics.parquet")
     info = {
         "run_json_version": RUN_JSON_VERSION,
         "benchmark": benchmark, "method": method, "run_name": run_name or method, "buffer_size": buffer_size,
         "seed": seed, "hparams": hparams, "benchmark_spec": {k: v for k, v in vars(spec).items()},
+        "artefacts": {name: {"path": str(path), "sha256": file_digest(path)} for name, path in ctx.artefacts.items()},
+        "deviations": (["SER targets are pseudo maps of our pretrained predictor (rule pseudo_saliency)"]
+                       if "pseudo_saliency" in ctx.artefacts else []),
         "versions": {"clcore": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "git_commit": git_commit(), "device": describe(dev), "host": platform.node(),
@@ -175,6 +191,29 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     write_json(out_dir / "run.json", info)
     ckpt_path.unlink(missing_ok=True)
     return info
+
+
+def load_trained(run_dir, prepared_dir="resources/prepared", device: str = "auto"):
+    """(method in eval mode, its Scenario) of a finished run that kept `final.pt`, rebuilt from run.json."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / "run.json")
+    if not (run_dir / FINAL).exists():
+        raise FileNotFoundError(f"{run_dir / FINAL} is missing: train the run with keep_final (the pipeline does "
+                                f"this for runs of an experiment with `robust_eval: true`)")
+    dev = pick_device(device)
+    scenario = Scenario(get_benchmark(info["benchmark"]), prepared_dir, dev)
+    cls, _ = get_method(info["method"])
+    hp = make_hparams(info["method"], info["hparams"])
+    ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
+                  device=dev, seed=info["seed"], buffer_size=info["buffer_size"],
+                  make_net=functools.partial(scenario.build_net, hp.channels_last),
+                  artefacts={k: v["path"] for k, v in info.get("artefacts", {}).items()})
+    model = cls(ctx.make_net(), hp, ctx).to(dev)
+    missing, unexpected = model.load_state_dict(torch.load(run_dir / FINAL, map_location=dev), strict=False)
+    if unexpected or any(not k.endswith("_extra_state") for k in missing):
+        raise ValueError(f"{run_dir / FINAL} does not match {info['method']}: missing {missing}, unexpected {unexpected}")
+    model.task = scenario.n_tasks - 1
+    return model.eval(), scenario
 
 
 def _summaries(rows, full_matrix: bool) -> dict:

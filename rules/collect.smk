@@ -8,6 +8,7 @@ rule collect:
     output:
         runs=TABLES / "runs.parquet",
         accuracy=TABLES / "accuracy.parquet",
+        task_metrics=TABLES / "task_metrics.parquet",
         summary=report(TABLES / "summary.tsv", category="Tables", caption="../workflow/report/summary.rst"),
     log:
         "logs/collect.log",
@@ -52,7 +53,7 @@ rule figures:
 rule experiment_table:
     input:
         runs=TABLES / "runs.parquet",
-        reference="config/reference/baselines.csv",
+        reference=["config/reference/baselines.csv", "config/reference/ser.csv"],  # published numbers
     output:
         md=TABLES / "experiments" / "{experiment}.md",
         tex=TABLES / "experiments" / "{experiment}.tex",
@@ -72,6 +73,7 @@ rule experiment_figure:
     input:
         runs=TABLES / "runs.parquet",
         accuracy=TABLES / "accuracy.parquet",
+        task_metrics=TABLES / "task_metrics.parquet",
     output:
         png=report(
             FIGURE_DIR / "experiments" / "{experiment}_{kind}.png",
@@ -84,7 +86,7 @@ rule experiment_figure:
     # Both wildcards may contain "_": without the closed list of kinds, "x_accuracy_curve" would parse
     # as experiment "x_accuracy", kind "curve".
     wildcard_constraints:
-        kind="|".join(EXPERIMENT_FIGURES),
+        kind="|".join((*EXPERIMENT_FIGURES, SALIENCY_FIGURE)),
     params:
         rows=lambda wc: experiment_rows(wc.experiment),
         title=lambda wc: experiment_title(wc.experiment),
@@ -92,3 +94,20 @@ rule experiment_figure:
         "logs/experiment_figure/{experiment}_{kind}.log",
     script:
         "../workflow/scripts/experiment_figure.py"
+
+
+rule robustness_table:
+    input:
+        parquets=lambda wc: robust_files(wc.experiment),
+    output:
+        md=TABLES / "robustness" / "{experiment}.md",
+        csv=report(TABLES / "robustness" / "{experiment}.csv", category="Tables",
+                   caption="../workflow/report/summary.rst"),
+    params:
+        title=lambda wc: experiment_title(wc.experiment) + ": robustness",
+        rows=lambda wc: experiment_rows(wc.experiment),
+        eps=lambda wc: experiment(wc.experiment)["robust_eval"]["eps"],
+    log:
+        "logs/robustness_table/{experiment}.log",
+    script:
+        "../workflow/scripts/robustness_table.py"

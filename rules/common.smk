@@ -1,7 +1,7 @@
 # Helpers only: the run table every expand() derives from, and per-run look-ups.
 from pathlib import Path
 
-from clcore.report.figures import EXPERIMENT_FIGURES, FIGURES
+from clcore.report.figures import EXPERIMENT_FIGURES, FIGURES, SALIENCY_FIGURE
 from clcore.hparams import resolve, run_name
 from clcore.methods import get_method
 from clcore.scenarios import get_benchmark
@@ -94,5 +94,38 @@ def experiment_table_targets():
 
 
 def experiment_figure_targets():
+    """The papers' plots of every experiment, and SER's Figure 1 where the experiment has SER runs."""
+    def kinds(e):
+        ser = any("sal" in get_method(r["method"])[0].stream_fields for r in experiment_rows(e))
+        return (*EXPERIMENT_FIGURES, SALIENCY_FIGURE) if ser else EXPERIMENT_FIGURES
+
     return [FIGURE_DIR / "experiments" / f"{e}_{kind}.{ext}"
-            for e in experiment_ids() for kind in EXPERIMENT_FIGURES for ext in ("png", "pdf")]
+            for e in experiment_ids() for kind in kinds(e) for ext in ("png", "pdf")]
+
+
+def experiment(experiment_id):
+    return next(exp for exp in config["experiments"] if exp["id"] == experiment_id)
+
+
+def robust_experiments():
+    """The experiment blocks with SER's robustness studies (`robust_eval`)."""
+    return [exp for exp in config["experiments"] if "robust_eval" in exp]
+
+
+def robust_settings(wildcards):
+    """The robust_eval settings of a run: those of the first robustness block that holds it."""
+    return next(exp["robust_eval"] for exp in robust_experiments() if exp["id"] in run_info(wildcards)["experiments"])
+
+
+def keeps_final(wildcards):
+    """Runs of a robustness block keep their trained weights (final.pt) for rule robust_eval."""
+    return any(exp["id"] in run_info(wildcards)["experiments"] for exp in robust_experiments())
+
+
+def robust_files(experiment_id):
+    return [RUN_DIR.format(dataset=b, method=m, buffer=buf, seed=s) + "/robust_adv.parquet"
+            for (b, m, buf, s), run in RUNS.items() if experiment_id in run["experiments"]]
+
+
+def robustness_table_targets():
+    return [TABLES / "robustness" / f"{exp['id']}.{ext}" for exp in robust_experiments() for ext in ("md", "csv")]

@@ -58,9 +58,11 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_dag_dry_run(tmp_path):
     out = snakemake(workdir(tmp_path), "-n", "-F", "--quiet", "rules")
     counts = job_counts(out.stdout)
-    # 2 benchmarks x (6 buffer-free + 5 rehearsal methods at one buffer) x 3 seeds
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 66, "collect": 1, "tables": 1, "figures": 6,
-                      "experiment_table": 2, "experiment_figure": 4}
+    # baselines: 2 benchmarks x (6 buffer-free + 5 rehearsal methods) x 3 seeds = 66; SER: 4 methods x 3 seeds
+    # on seq-shapes-ser, and er_ace(_ser) x 3 seeds on its spurious variant = 18, each with a robust_eval
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 84, "collect": 1, "tables": 1, "figures": 12,
+                      "experiment_table": 4, "experiment_figure": 10, "pretrain_saliency": 1, "pseudo_saliency": 1,
+                      "robust_eval": 18, "robustness_table": 2}
 
 
 def small_config(**experiment):

@@ -165,6 +165,23 @@ def test_experiment_table_puts_published_numbers_beside_ours_and_shows_missing_r
     assert r"\begin{tabular}" in tex and r"63.00 $\pm$ 3.61" in tex and "--" in tex
 
 
+def test_experiment_table_marks_listed_but_untranscribed_published_values(tmp_path):
+    """config/reference/ser.csv lists SER's cells with confidence 'missing': shown as NA, not left out."""
+    from pathlib import Path
+
+    runs = _runs_frame()
+    runs = runs[(runs.run_name == "derpp") & (runs.benchmark == "seq-a")].assign(benchmark="seq-fgimagenet",
+                                                                                  buffer_size=2000)
+    write_table(runs, RUNS_SCHEMA, tmp_path / "runs.parquet")
+    asked = [dict(benchmark="seq-fgimagenet", method="derpp", run_name="derpp", buffer_size=2000, n_seeds_expected=3)]
+    references = [Path(__file__).resolve().parents[1] / f"config/reference/{f}.csv" for f in ("baselines", "ser")]
+    out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
+    write_experiment_table(tmp_path / "runs.parquet", asked, "SER main", out["md"], out["tex"], out["csv"],
+                           reference_csv=references)
+    md = out["md"].read_text()
+    assert "| derpp | 2000 | 3 | 63.00 ± 3.61 | NA | – |" in md and "NA = a published value not transcribed" in md
+
+
 # ---- Per-experiment figures. Forgetting per run: class-IL = the fixture's forgetting, task-IL = half of it.
 
 def _experiment_runs() -> pd.DataFrame:

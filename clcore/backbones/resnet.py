@@ -44,9 +44,23 @@ class BasicBlock(nn.Module):
         return F.relu(self.forward_preact(x))
 
 
+def pool(h: torch.Tensor, kind: str = "global") -> torch.Tensor:
+    """[B, C, H, W] -> [B, C]. `legacy_square`: Mammoth's avg_pool2d(kernel = H), which on a
+    non-square map averages only the left H columns (SER at 288x384, ser.md §8); same as `global` on
+    square maps."""
+    if kind == "legacy_square":
+        return F.avg_pool2d(h, h.shape[2])[:, :, 0, 0]
+    return F.adaptive_avg_pool2d(h, 1).flatten(1)
+
+
 class ResNet18(nn.Module):
-    def __init__(self, in_shape, n_classes: int, nf: int = 64, blocks=(2, 2, 2, 2)):
+    N_TAPS = 5  # the stem and layer1..layer4: where SER reads and modulates activations
+
+    def __init__(self, in_shape, n_classes: int, nf: int = 64, blocks=(2, 2, 2, 2), pool: str = "global"):
         super().__init__()
+        if pool not in ("global", "legacy_square"):
+            raise ValueError(f"pool must be 'global' or 'legacy_square', not {pool!r}")
+        self.pool = pool
         self.conv1, self.bn1 = conv3x3(in_shape[0], nf), nn.BatchNorm2d(nf)
         widths, strides, cin = [nf, 2 * nf, 4 * nf, 8 * nf], [1, 2, 2, 2], nf
         for k, (width, stride, n) in enumerate(zip(widths, strides, blocks), start=1):
@@ -65,8 +79,22 @@ class ResNet18(nn.Module):
             out.append(getattr(self, f"layer{k}")(out[-1]))
         return out
 
+    def forward_taps(self, x, modulate=None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The pre-ReLU taps P0 (stem BN output) and P1..P4 (last block of each layer, after the residual
+        add), and the pooled features. `modulate(i, P_i)`, if given, replaces ReLU(P_i) as the input of
+        the next stage (SER)."""
+        taps = [self.bn1(self.conv1(x))]
+        h = modulate(0, taps[0]) if modulate else F.relu(taps[0])
+        for k in range(1, 5):
+            *head, last = getattr(self, f"layer{k}")
+            for block in head:
+                h = block(h)
+            taps.append(last.forward_preact(h))
+            h = modulate(k, taps[-1]) if modulate else F.relu(taps[-1])
+        return taps, pool(h, self.pool)
+
     def features(self, x):
-        return F.adaptive_avg_pool2d(self.stages(x)[-1], 1).flatten(1)
+        return pool(self.stages(x)[-1], self.pool)
 
     def forward(self, x):
         return self.classifier(self.features(x))

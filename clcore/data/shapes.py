@@ -656,13 +656,16 @@ def generate_shapes(seed: int = 0, frames: int = 6) -> tuple[dict[str, dict[str,
 SIGNATURE_SIZE = 4
 
 
-def signature_patch(class_ids: np.ndarray) -> np.ndarray:
-    """uint8 [N,3,4,4]: the class signature, a checker of 2x2-px cells in palette colours c (top-left
-    and bottom-right cells) and (c + 3) mod 10 (the other two)."""
-    c = np.asarray(class_ids, dtype=np.int64).reshape(-1) % len(PALETTE)
+def signature_patch(class_ids: np.ndarray, size: int = SIGNATURE_SIZE) -> np.ndarray:
+    """uint8 [N,3,size,size]: the class signature, a 2x2 checker of palette colours a (top-left and
+    bottom-right cells) and b. a = c mod 10, b = (c // 10 + c mod 10 + 3) mod 10: for c < 10 the colours
+    c and c + 3 of seq-shapes-spurious, and distinct pairs for 100 classes (ser.md §4)."""
+    c = np.asarray(class_ids, dtype=np.int64).reshape(-1)
     rgb = np.rint(PALETTE * 255.0).astype(np.uint8)  # [10,3]
-    a, b = rgb[c], rgb[(c + 3) % len(PALETTE)]  # [N,3]
-    cell = np.array([[0, 1], [1, 0]], dtype=bool).repeat(2, 0).repeat(2, 1)  # [4,4]: True -> second colour
+    n = len(PALETTE)
+    a, b = rgb[c % n], rgb[(c // n + c % n + 3) % n]  # [N,3]
+    half = np.arange(size) >= size // 2
+    cell = half[:, None] ^ half[None, :]  # True -> second colour
     return np.ascontiguousarray(np.where(cell[None, None], b[:, :, None, None], a[:, :, None, None]))
 
 

@@ -10,7 +10,7 @@ from ..errors import UnknownNameError, lookup
 
 METHODS: dict[str, tuple[type, dict]] = {}
 
-_MODULES = ("sgd", "joint", "er", "der", "er_ace", "icarl", "lwf", "ewc_on", "si")
+_MODULES = ("sgd", "joint", "er", "der", "er_ace", "icarl", "lwf", "ewc_on", "si", "ser")
 
 
 def register(name: str, **defaults):

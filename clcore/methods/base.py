@@ -9,7 +9,7 @@ synchronises with the device: losses are summed on the device and copied once pe
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -45,6 +45,7 @@ class Context:
     buffer_size: int
     make_net: Callable[[], nn.Module]  # a freshly initialised backbone (Joint re-initialises)
     reset_optimizer_each_task: bool = False
+    artefacts: dict = field(default_factory=dict)  # pretrained inputs by name, e.g. "saliency_predictor": path
 
 
 class LossLog:
@@ -84,6 +85,8 @@ class ContinualMethod(nn.Module):
     random_init_probe = True  # False where the untrained model cannot predict (FWT undefined)
     full_accuracy_matrix = True  # False where rows before the last task are not a trained model's
     frozen: tuple[str, ...] = ()  # submodules kept in eval mode (teacher copies)
+    stream_fields: tuple[str, ...] = ()  # per-sample dataset fields observe() receives (SER: "sal")
+    artefacts_needed: tuple[str, ...] = ()  # pretrained inputs the pipeline must provide (Context.artefacts)
 
     def __init__(self, net: nn.Module, hp: Hparams, ctx: Context):
         super().__init__()
@@ -109,9 +112,18 @@ class ContinualMethod(nn.Module):
     def forward(self, x):
         return self.net(x)
 
+    def classify(self, x, stream: bool = False):
+        """Logits of the classifier; `stream` marks the current batch (SER conditions it on the saliency
+        features computed in its saliency step, and a replayed batch on fresh ones)."""
+        return self.net(x)
+
     def predict(self, x):
         """Scores over all classes; the arg-max is the class-IL prediction."""
-        return self.net(x)
+        return self.classify(x)
+
+    def evaluation_rows(self, scenario, after_task: int) -> list[dict]:
+        """Metric rows beyond accuracy, logged after every task (SER: saliency metrics)."""
+        return []
 
     def train_task(self, task, on_epoch=None) -> list[dict]:
         log, rows = LossLog(task.index, self.device), []

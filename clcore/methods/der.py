@@ -30,14 +30,14 @@ class DER(ContinualMethod):
     uses_buffer = True
 
     def observe(self, x, y, x_raw):
-        logits = self.net(x)
+        logits = self.classify(x, stream=True)
         losses = {"ce": F.cross_entropy(logits, y)}
         if not self.buffer.is_empty():
             past = self.buffer.sample(self.hp.minibatch_size, self.transform)
-            losses["logit_mse"] = self.hp.alpha * F.mse_loss(self.net(past["x"]), past["logits"])
+            losses["logit_mse"] = self.hp.alpha * F.mse_loss(self.classify(past["x"]), past["logits"])
             if self.hp.beta:
                 past = self.buffer.sample(self.hp.minibatch_size, self.transform)
-                losses["replay_ce"] = self.hp.beta * F.cross_entropy(self.net(past["x"]), past["y"])
+                losses["replay_ce"] = self.hp.beta * F.cross_entropy(self.classify(past["x"]), past["y"])
         loss = sum(losses.values())
         self.step(loss)
         self.buffer.add(x=x_raw, y=y, logits=logits.detach())

@@ -48,14 +48,14 @@ class ERACE(ContinualMethod):
 
     def observe(self, x, y, x_raw):
         self.max_seen = torch.maximum(self.max_seen, y.max())
-        logits = self.net(x)
+        logits = self.classify(x, stream=True)
         if self.task > 0 or self.hp.task_free:
             mask = ace_mask(y, self.max_seen, logits.shape[1])
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)  # legacy Mammoth value
         losses = {"ce": F.cross_entropy(logits, y)}
         if (self.task > 0 or self.hp.task_free) and not self.buffer.is_empty():
             past = self.buffer.sample(self.hp.minibatch_size, self.transform)
-            losses["replay_ce"] = F.cross_entropy(self.net(past["x"]), past["y"])
+            losses["replay_ce"] = F.cross_entropy(self.classify(past["x"]), past["y"])
         loss = sum(losses.values())
         self.step(loss)
         self.buffer.add(x=x_raw, y=y)

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
-from ..results import ACCURACY_SCHEMA, RUNS_SCHEMA, read_table  # noqa: E402
+from ..results import ACCURACY_SCHEMA, RUNS_SCHEMA, TASK_METRICS_SCHEMA, read_table  # noqa: E402
 
 FIGURES = ("accuracy_matrix", "final_accuracy", "accuracy_curve")
 EXPERIMENT_FIGURES = ("accuracy_curve", "forgetting")
@@ -255,13 +255,57 @@ def experiment_forgetting(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list
     return fig
 
 
+def experiment_saliency(runs: pd.DataFrame, accuracy: pd.DataFrame, task_metrics: pd.DataFrame, rows: list[dict],
+                        title: str):
+    """SER's Figure 1: on the first task's test data, class-IL accuracy (the classifier forgets) beside the
+    saliency SIM (the predictor does not), after each task; one line per SER row, mean ± std over seeds."""
+    sim = task_metrics[(task_metrics.metric == "sal_sim") & (task_metrics.eval_task == 0)]
+    first = _class_il(accuracy)
+    first = first[first.eval_task == 0]
+    groups = [(b, name, buffer) for b, g in _panels(rows) for name, buffer in g
+              if not _select(sim[sim.benchmark == b], name, buffer).empty]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2), layout="constrained")
+    colors = plt.get_cmap("tab10").colors
+    for k, (benchmark, name, buffer) in enumerate(groups):
+        label = _label(name, buffer) + (f" [{benchmark}]" if len({b for b, *_ in groups}) > 1 else "")
+        for ax, frame in ((left, first), (right, sim)):
+            stats = _select(frame[frame.benchmark == benchmark], name, buffer).groupby("after_task").value.agg(
+                ["mean", "std"]).sort_index()
+            tasks = stats.index.to_numpy() + 1
+            ax.errorbar(tasks, stats["mean"], yerr=stats["std"].fillna(0.0), color=colors[k % len(colors)],
+                        marker="o", markersize=3, capsize=2, label=label)
+    for ax, ylabel in ((left, "class-IL accuracy on task 1 (%)"), (right, "saliency SIM on task 1")):
+        ax.set_xlabel("after training task")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if not groups:
+            ax.text(0.5, 0.5, "no runs with saliency metrics", ha="center", va="center", color="gray",
+                    transform=ax.transAxes)
+    left.set_ylim(0, 100)
+    right.set_ylim(0, 1)
+    if groups:
+        _legend_outside(right)
+    fig.suptitle(title + "\nfirst task: classification forgets, saliency does not (SER Fig. 1)")
+    return fig
+
+
 _EXPERIMENT_PLOTS = {"accuracy_curve": experiment_accuracy_curve, "forgetting": experiment_forgetting}
+SALIENCY_FIGURE = "saliency"  # only for experiments whose methods log saliency metrics (SER)
 
 
 def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: list[dict], title: str,
-                            out_png, out_pdf) -> list[str]:
-    """Draw figure `kind` (one of EXPERIMENT_FIGURES) of one experiment block and write it as PNG and
-    PDF, atomically. Returns the rows drawn as missing (see `missing_rows`)."""
+                            out_png, out_pdf, task_metrics_parquet=None) -> list[str]:
+    """Draw figure `kind` (one of EXPERIMENT_FIGURES, or SALIENCY_FIGURE with `task_metrics_parquet`) of
+    one experiment block and write it as PNG and PDF, atomically. Returns the rows drawn as missing."""
+    if kind == SALIENCY_FIGURE:
+        benchmarks = {r["benchmark"] for r in rows}
+        runs = read_table(runs_parquet, RUNS_SCHEMA)
+        accuracy, task_metrics = (read_table(p, schema) for p, schema in
+                                  ((accuracy_parquet, ACCURACY_SCHEMA), (task_metrics_parquet, TASK_METRICS_SCHEMA)))
+        _save(experiment_saliency(runs, accuracy[accuracy.benchmark.isin(benchmarks)],
+                                  task_metrics[task_metrics.benchmark.isin(benchmarks)], rows, title), out_png, out_pdf)
+        return missing_rows(runs[runs.benchmark.isin(benchmarks)], rows)
     if kind not in _EXPERIMENT_PLOTS:
         raise ValueError(f"unknown experiment figure '{kind}'; choose one of {', '.join(EXPERIMENT_FIGURES)}")
     if not rows:

@@ -7,6 +7,7 @@ A run the config asked for but that has no result is shown as missing ("–", 0 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,6 +17,7 @@ from ..results import RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, read_table
 KEYS = ["benchmark", "run_name", "buffer_size"]
 ORDER = ["benchmark", "buffer_size", "run_name"]
 MISSING = "–"
+NOT_TRANSCRIBED = "NA"  # listed in config/reference/ with confidence "missing"
 # Markdown column -> (setting, metric)
 MARKDOWN_COLUMNS = {
     "Class-IL FAA": ("class_il", "faa"),
@@ -139,7 +141,17 @@ def _published(reference: pd.DataFrame) -> pd.DataFrame:
 
 
 def _has_reference(table: pd.DataFrame) -> bool:
-    return any(f"{s}_paper_mean" in table and table[f"{s}_paper_mean"].notna().any() for s in PAPER_SETTINGS)
+    """True where the reference lists any cell of the table, even one not transcribed yet (NA)."""
+    return any(f"{s}_paper_confidence" in table and table[f"{s}_paper_confidence"].notna().any()
+               for s in PAPER_SETTINGS)
+
+
+def _paper_cell(row, setting: str) -> str:
+    """The published value; NA where the reference lists the cell but its value is still unknown."""
+    paper = getattr(row, f"{setting}_paper_mean", float("nan"))
+    if _missing(paper) and getattr(row, f"{setting}_paper_confidence", None) == "missing":
+        return NOT_TRANSCRIBED
+    return format_mean_std(paper, getattr(row, f"{setting}_paper_std", float("nan")))
 
 
 def _paper_cells(row, with_reference: bool) -> list[str]:
@@ -147,8 +159,7 @@ def _paper_cells(row, with_reference: bool) -> list[str]:
     for setting in PAPER_SETTINGS:
         cells.append(format_mean_std(getattr(row, f"{setting}_faa_mean"), getattr(row, f"{setting}_faa_std")))
         if with_reference:
-            paper = getattr(row, f"{setting}_paper_mean", float("nan"))
-            cells.append(format_mean_std(paper, getattr(row, f"{setting}_paper_std", float("nan"))))
+            cells.append(_paper_cell(row, setting))
             diff = getattr(row, f"{setting}_diff", float("nan"))
             cells.append(MISSING if _missing(diff) else f"{diff:+.2f}")
     return cells
@@ -166,7 +177,8 @@ def experiment_markdown(table: pd.DataFrame, title: str) -> str:
     header = _paper_header(with_reference)
     lines = [f"# {title}", "", "Final average accuracy (%), mean ± std over seeds; – = no result."
              + (" Paper values as published (see config/reference/ for source and confidence); Δ = ours − paper."
-                if with_reference else ""), ""]
+                if with_reference else "")
+             + (f" {NOT_TRANSCRIBED} = a published value not transcribed yet." if with_reference else ""), ""]
     for benchmark, rows in table.groupby("benchmark", sort=False):
         lines += [f"## {benchmark}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows.itertuples(index=False):
@@ -195,7 +207,8 @@ def write_experiment_table(runs_parquet, rows: list[dict], title: str, out_md, o
                            reference_csv=None) -> pd.DataFrame:
     """The table of one experiment block as Markdown, LaTeX and CSV, written atomically."""
     runs = read_table(runs_parquet, RUNS_SCHEMA)
-    reference = pd.read_csv(reference_csv) if reference_csv else None
+    paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv or [])
+    reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
     table = experiment_table(runs, rows, reference)
     for path, text in ((out_md, experiment_markdown(table, title)), (out_tex, experiment_latex(table, title))):
         with atomic_path(path) as tmp:

@@ -8,7 +8,10 @@ def main(smk):
         run_training(benchmark=smk.wildcards.dataset, method=smk.params.method, buffer_size=int(smk.wildcards.buffer),
                      seed=int(smk.wildcards.seed), hparams=dict(smk.params.hparams),
                      prepared_dir=smk.params.prepared_dir, out_dir=Path(smk.output.metrics).parent,
-                     run_name=smk.wildcards.method, device=smk.params.device, threads=smk.threads)
+                     run_name=smk.wildcards.method, device=smk.params.device, threads=smk.threads,
+                     artefacts={name: smk.input[name] for name in ("saliency_predictor", "pseudo_saliency")
+                                if name in smk.input.keys()},
+                     keep_final=bool(smk.params.keep_final))
 
 
 if "snakemake" in globals():
