@@ -154,37 +154,24 @@ def conflict_images(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.T
 
 def is_ser(method) -> bool:
     """A SER method: classifier modulated by a saliency encoder (`clcore.methods.ser.SERMixin`)."""
-    return hasattr(method, "saliency") and hasattr(method.net, "modulations") and hasattr(method.hp, "mnp_blocks")
+    return hasattr(method, "classify_with") and hasattr(method, "saliency")
 
 
 def model_logits(method, sal_grad: str = "through"):
     """normalised x -> logits over all classes, differentiable w.r.t. x.
 
-    SER: the forward of `SERMixin.classify` with the encoder taps Q = E(x) either differentiated
-    (`through`) or recomputed on x without gradient (`stop`); both give the logits of `predict`. Other
-    methods: `method.predict`."""
+    SER: `classify_with` on the encoder taps Q = E(x), either differentiated (`through`) or recomputed
+    on x without gradient (`stop`); both give the logits of `predict`. Other methods: `method.predict`."""
     if not is_ser(method):
         return method.predict
     if sal_grad not in SAL_GRADS:
         raise ValueError(f"sal_grad must be one of {', '.join(SAL_GRADS)}, not {sal_grad!r}")
-    net, enabled = method.net, method.hp.mnp_blocks
-    encoder = getattr(method.saliency, "encoder", None)
-
-    def taps_of(x):
-        # S's decoder does not feed the classifier: the encoder's taps are S(x)[1]
-        return encoder.forward_taps(x)[0] if encoder is not None else method.saliency(x)[1]
+    encoder = method.saliency.encoder  # S's decoder does not feed the classifier
 
     def logits(x):
-        if sal_grad == "through":
-            taps = taps_of(x)
-        else:
-            with torch.no_grad():
-                taps = [t.detach() for t in taps_of(x)]
-
-        def modulate(i, p):
-            return net.modulations[i](p, taps[i]) if enabled[i] else F.relu(p)
-
-        return net.classifier(net.forward_taps(x, modulate)[1])
+        with torch.set_grad_enabled(sal_grad == "through" and torch.is_grad_enabled()):
+            taps = encoder.forward_taps(x)[0]
+        return method.classify_with(x, taps)
 
     return logits
 

@@ -161,8 +161,10 @@ def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
                     for buf in (exp["buffers"] if get_method(m)[0].uses_buffer else [0]) for s in exp["seeds"]}
         assert expected <= runs, (exp["id"], sorted(expected - runs)[:3])
     # DER Table 2: 2 datasets x 10 seeds x (5 buffer-free + 5 x 3 buffers); seq-cifar100: 5 x (2 + 5 x 2);
-    # online ER-ACE: 5 seeds x 2 methods
-    assert job_counts(out.stdout)["train"] == len(runs) == 2 * 10 * (5 + 15) + 5 * (2 + 10) + 5 * 2
+    # online ER-ACE: 5 seeds x 2 methods; SER (3 seeds): main tables 2 x 6 methods x 3 buffers, ablation 4 new
+    # methods, frozen-saliency 1, spurious benchmark 4 (the clean and adversarial runs are the main tables')
+    der, online, ser = 2 * 10 * (5 + 15) + 5 * (2 + 10), 5 * 2, 3 * (2 * 6 * 3 + 4 + 1 + 4)
+    assert job_counts(out.stdout)["train"] == len(runs) == der + online + ser
     assert job_counts(out.stdout)["fetch_dataset"] == 3  # cifar10, cifar100, tinyimagenet: once each
     assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG
 

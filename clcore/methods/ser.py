@@ -112,7 +112,10 @@ class SERMixin:
         return taps
 
     def classify(self, x, stream: bool = False):
-        taps = self._stream_taps if stream else self.saliency_taps(x)
+        return self.classify_with(x, self._stream_taps if stream else self.saliency_taps(x))
+
+    def classify_with(self, x, taps: list[torch.Tensor]):
+        """C(x | taps): each enabled stage's ReLU replaced by the modulation with the encoder's tap."""
         enabled = self.hp.mnp_blocks
 
         def modulate(i, p):
