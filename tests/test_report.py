@@ -51,12 +51,16 @@ def _accuracy_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def tables(tmp_path):
+def _write_tables(tmp_path, runs_frame):
     runs, accuracy = tmp_path / "runs.parquet", tmp_path / "accuracy.parquet"
-    write_table(_runs_frame(), RUNS_SCHEMA, runs)
+    write_table(runs_frame, RUNS_SCHEMA, runs)
     write_table(_accuracy_frame(), ACCURACY_SCHEMA, accuracy)
     return runs, accuracy
+
+
+@pytest.fixture
+def tables(tmp_path):
+    return _write_tables(tmp_path, _runs_frame())
 
 
 def test_summary_table_means_and_stds():
@@ -202,10 +206,7 @@ WITH_MISSING = _rows(("seq-a", "sgd", 0), ("seq-a", "derpp", 200), ("seq-a", "er
 
 @pytest.fixture
 def experiment_tables(tmp_path):
-    runs, accuracy = tmp_path / "runs.parquet", tmp_path / "accuracy.parquet"
-    write_table(_experiment_runs(), RUNS_SCHEMA, runs)
-    write_table(_accuracy_frame(), ACCURACY_SCHEMA, accuracy)
-    return runs, accuracy
+    return _write_tables(tmp_path, _experiment_runs())
 
 
 @pytest.mark.parametrize("kind", EXPERIMENT_FIGURES)
