@@ -155,7 +155,7 @@ def test_missing_raw_file_without_download_says_what_to_put_where(tmp_path):
     message = " ".join(result.output.split())
     assert "dataset 'mnist'" in message and str((tmp_path / "raw/mnist").resolve()) in message
     assert f"clcore prepare mnist --raw-dir {tmp_path / 'raw'}`" in message and "train-images-idx3-ubyte.gz: missing" in message
-    assert f"(md5 {md5(files[2])})" in message and "needs no download" in message
+    assert f"md5 {md5(files[2])}" in message and "needs no download" in message
 
 
 def test_prepare_is_idempotent_and_reuses_verified_raw_files(tmp_path):
