@@ -88,7 +88,7 @@ def _seed_everything(seed: int) -> None:
 def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hparams: dict,
                  prepared_dir="resources/prepared", out_dir="results/runs/run", run_name: str | None = None,
                  device: str = "auto", threads: int | None = None, progress: bool = False,
-                 artefacts: dict | None = None, keep_final: bool = False) -> dict:
+                 artefacts: dict | None = None, keep_final: bool = False, gpu_slot: dict | None = None) -> dict:
     """Train `method` on `benchmark` and write `<out_dir>/metrics.parquet` and `<out_dir>/run.json`.
 
     If `<out_dir>/checkpoint.pt` exists (a killed run), training resumes after its last finished task;
@@ -180,7 +180,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
                        if "pseudo_saliency" in ctx.artefacts else []),
         "versions": {"clcore": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "git_commit": git_commit(), "device": describe(dev), "host": platform.node(),
+        "git_commit": git_commit(), "device": describe(dev), "host": platform.node(), "gpu_slot": gpu_slot,
         "threads": torch.get_num_threads(),
         "wall_time_s": elapsed_before + time.time() - started,
         "phases": phases,

@@ -12,6 +12,8 @@ rule collect:
         summary=report(TABLES / "summary.tsv", category="Tables", caption="../workflow/report/summary.rst"),
     log:
         "logs/collect.log",
+    conda:
+        "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/collect.py"
 
@@ -26,6 +28,8 @@ rule tables:
         expected=expected_runs(),
     log:
         "logs/tables.log",
+    conda:
+        "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/tables.py"
 
@@ -45,6 +49,8 @@ rule figures:
         pdf=FIGURE_DIR / "{dataset}_{kind}.pdf",
     log:
         "logs/figures/{dataset}_{kind}.log",
+    conda:
+        "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/figures.py"
 
@@ -64,6 +70,8 @@ rule experiment_table:
         title=lambda wc: experiment_title(wc.experiment),
     log:
         "logs/experiment_table/{experiment}.log",
+    conda:
+        "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/experiment_table.py"
 
@@ -92,6 +100,8 @@ rule experiment_figure:
         title=lambda wc: experiment_title(wc.experiment),
     log:
         "logs/experiment_figure/{experiment}_{kind}.log",
+    conda:
+        "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/experiment_figure.py"
 
@@ -109,5 +119,7 @@ rule robustness_table:
         eps=lambda wc: experiment(wc.experiment)["robust_eval"]["eps"],
     log:
         "logs/robustness_table/{experiment}.log",
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/robustness_table.py"

@@ -25,6 +25,8 @@ rule fetch_dataset:
     retries: 3  # flaky hosts (CORe50's); a retry resumes the .part file
     log:
         "logs/fetch_dataset/{raw}.log",
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/fetch.py"
 
@@ -43,5 +45,7 @@ rule prepare_dataset:
     threads: 4  # image decoding of the large image-folder datasets
     log:
         "logs/prepare_dataset/{prepared}.log",
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/prepare.py"

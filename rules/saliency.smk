@@ -29,11 +29,14 @@ rule pretrain_saliency:
     params:
         prepared_dir=PREPARED,
         device=config["device"],
+        gpu=config["gpu"],  # slot allocator settings (clcore.device.claim_device)
     threads: config["threads_per_run"]
     resources:
         gpu=config["gpus_per_run"],
     log:
         "logs/pretrain_saliency/{source}.log",
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/pretrain_saliency.py"
 
@@ -49,10 +52,13 @@ rule pseudo_saliency:
     params:
         prepared_dir=PREPARED,
         device=config["device"],
+        gpu=config["gpu"],  # slot allocator settings (clcore.device.claim_device)
     threads: config["threads_per_run"]
     resources:
         gpu=config["gpus_per_run"],
     log:
         "logs/pseudo_saliency/{source}/{prepared}.log",
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/pseudo_saliency.py"

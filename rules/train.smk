@@ -14,6 +14,7 @@ rule train:
         hparams=lambda wc: run_info(wc)["hparams"],
         prepared_dir=PREPARED,
         device=config["device"],
+        gpu=config["gpu"],  # slot allocator settings (clcore.device.claim_device)
         keep_final=keeps_final,
     threads: config["threads_per_run"]
     resources:
@@ -22,6 +23,8 @@ rule train:
         "logs/train/{dataset}/{method}/buf{buffer}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{dataset}/{method}/buf{buffer}/seed{seed}.tsv"
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/train.py"
 
@@ -36,6 +39,7 @@ rule robust_eval:
     params:
         prepared_dir=PREPARED,
         device=config["device"],
+        gpu=config["gpu"],  # slot allocator settings (clcore.device.claim_device)
         eps=lambda wc: robust_settings(wc)["eps"],
         n_per_class=lambda wc: robust_settings(wc)["n_per_class"],
         sal_grad=lambda wc: robust_settings(wc)["sal_grad"],
@@ -48,5 +52,7 @@ rule robust_eval:
         gpu=config["gpus_per_run"],
     log:
         "logs/robust_eval/{dataset}/{method}/buf{buffer}/seed{seed}.log",
+    conda:
+        "../workflow/envs/train.yaml"
     script:
         "../workflow/scripts/robust_eval.py"
