@@ -9,7 +9,6 @@ everything that is not forward/backward (performance.md §5).
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
 
@@ -21,8 +20,8 @@ import torch.nn.functional as F
 from .device import describe, pick_device
 from .hparams import resolve
 from .methods import get_method, make_hparams
-from .methods.base import Context
 from .scenarios import Scenario, get_benchmark
+from .train import build_method
 
 EXPECTED_PASSES = {"sgd": 1, "joint": 1, "lwf": 1, "ewc_on": 1, "si": 1, "er": 2, "er_ace": 2, "der": 2, "derpp": 3,
                    "icarl": 4 / 3, "lwf_mc": 4 / 3}
@@ -68,16 +67,16 @@ def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, 
     hp = make_hparams(method, resolve(method, spec.name, buffer_size, hparams_dir=hparams_dir))
     torch.manual_seed(0)
 
-    make_net = functools.partial(scenario.build_net, hp.channels_last)
-    ctx = Context(scenario.n_classes, scenario.task_classes, scenario.transform, dev, 0, buffer_size, make_net)
-    model = cls(make_net(), hp, ctx).to(dev)
-    first, second = scenario.task(0), scenario.task(1)
+    model = build_method(cls, hp, scenario, 0, buffer_size)
+    make_net = model.ctx.make_net
+    first, second = (scenario.task(t, model.stream_fields) for t in (0, 1))
     bs = hp.batch_size
     gen = torch.Generator(device=dev).manual_seed(1)
     model.begin_task(first)
     for start in range(0, max(buffer_size, bs), bs):  # offer at least the buffer's capacity
         idx = torch.arange(start, start + bs, device=dev) % first.x.shape[0]
-        model.observe(scenario.transform.train(first.x[idx], gen), first.y[idx], first.x[idx])
+        model.observe(scenario.transform.train(first.x[idx], gen), first.y[idx], first.x[idx],
+                      **{k: v[idx] for k, v in first.fields.items()})
     model.end_task(first)
     model.begin_task(second)  # task 2: every replay/distillation path is active
     x_raw, y = second.x[:bs], second.y[:bs]

@@ -17,7 +17,8 @@ from .results import (ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, T
                       write_table)
 
 
-def _identity(info: dict) -> dict:
+def run_identity(info: dict) -> dict:
+    """The identity columns of a run, from its run.json."""
     return {"benchmark": info["benchmark"], "method": info["method"], "run_name": info["run_name"],
             "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"])}
 
@@ -26,7 +27,7 @@ def collect(run_dirs, out_runs, out_accuracy, out_summary=None, out_task_metrics
     runs, accuracy, task_metrics = [], [], []
     for run_dir in map(Path, run_dirs):
         info = read_json(run_dir / "run.json")
-        ident = _identity(info)
+        ident = run_identity(info)
         row = {**ident, "hparam_hash": info["run_name"].partition("-h")[2] or None,
                "wall_time_s": info["wall_time_s"], "device": info["device"], "git_commit": info["git_commit"],
                "clcore_version": info["versions"]["clcore"], "run_json": str(run_dir / "run.json")}

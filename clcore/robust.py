@@ -28,8 +28,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from .collect import run_identity
 from .errors import CLError
 from .io import atomic_path, read_json
+from .report.tables import MISSING, PAPER_SETTINGS, format_mean_std
 from .results import SCHEMA_VERSION, SETTINGS, read_table, write_table
 
 log = logging.getLogger("clcore.robust")
@@ -188,11 +190,6 @@ def _correct(scores: torch.Tensor, y: torch.Tensor, class_task: torch.Tensor) ->
     return {"class_il": int((scores.argmax(1) == y).sum()), "task_il": int((masked.argmax(1) == y).sum())}
 
 
-def _identity(info: dict) -> dict:
-    return {"benchmark": info["benchmark"], "method": info["method"], "run_name": info.get("run_name") or info["method"],
-            "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"])}
-
-
 def robust_eval(run_dir, prepared_dir="resources/prepared", device: str = "auto", eps=DEFAULT_EPS,
                 n_per_class: int = ADV_N_PER_CLASS["embedded"], sal_grad=("through",), seed: int = 0,
                 batch_size: int = 256, attack_setting: str = "class", pgd_steps: int = PGD_STEPS,
@@ -269,7 +266,7 @@ def robust_eval(run_dir, prepared_dir="resources/prepared", device: str = "auto"
             x_conflict = conflict_images(x, y, n_classes)
             add(("conflict", 0.0, NOT_APPLICABLE, NOT_APPLICABLE, "all"), predict01(x_conflict.float() / pixel_max), y)
 
-    ident = _identity(info)
+    ident = run_identity(info)
     rows = []
     for (attack, e, g, a_set, images), correct in counts.items():
         for s in SETTINGS:
@@ -299,8 +296,6 @@ def load_robust(paths) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- tables
 
 RUN_KEYS = ["benchmark", "method", "run_name", "buffer_size"]
-SETTING_LABELS = {"class_il": "Class-IL", "task_il": "Task-IL"}
-MISSING = "–"
 SPURIOUS_SUFFIX = "-spurious"
 SER_SUFFIX = "_ser"
 RECOVERY_MEASURES = {"clean_all": "clean test set", "conflict": "test_conflict"}
@@ -408,16 +403,6 @@ def recovery(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _fmt(mean, std, digits=2) -> str:
-    from .report.tables import format_mean_std
-
-    return format_mean_std(mean, std, digits)
-
-
-def _plain(x, digits=2) -> str:
-    return MISSING if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
 def robustness_markdown(cells: pd.DataFrame, runs: pd.DataFrame, columns: list[str], rec: pd.DataFrame,
                         title: str, steps: int = PGD_STEPS) -> str:
     lines = [f"# {title}", "", PROTOCOL_NOTE.format(steps=steps), "",
@@ -428,7 +413,7 @@ def robustness_markdown(cells: pd.DataFrame, runs: pd.DataFrame, columns: list[s
     index = cells.set_index(RUN_KEYS + ["variant", "setting", "column"])
     for benchmark, bench_runs in runs.groupby("benchmark", sort=False):
         lines += [f"## {benchmark}", ""]
-        for setting, label in SETTING_LABELS.items():
+        for setting, label in PAPER_SETTINGS.items():
             lines += [f"### {label}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for r in bench_runs.itertuples(index=False):
                 key = (r.benchmark, r.method, r.run_name, r.buffer_size, r.variant, setting)
@@ -436,7 +421,7 @@ def robustness_markdown(cells: pd.DataFrame, runs: pd.DataFrame, columns: list[s
                 for col in columns:
                     if key + (col,) in index.index:
                         cell = index.loc[key + (col,)]
-                        out.append(_fmt(cell["mean"], cell["std"]))
+                        out.append(format_mean_std(cell["mean"], cell["std"]))
                     else:
                         out.append(MISSING)
                 lines.append("| " + " | ".join(out) + " |")
@@ -450,10 +435,10 @@ def robustness_markdown(cells: pd.DataFrame, runs: pd.DataFrame, columns: list[s
                   "| base | SER | buffer | setting | measured on | BASE_clean | BASE_SF | SER_SF | recovery |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rec.itertuples(index=False):
+            values = [format_mean_std(v, None) for v in (r.base_clean, r.base_sf, r.ser_sf, r.recovery)]
             lines.append("| " + " | ".join([f"{r.base} ({r.benchmark_clean})", f"{r.ser} ({r.benchmark_spurious})",
-                                            str(r.buffer_size), SETTING_LABELS[r.setting],
-                                            RECOVERY_MEASURES[r.measure], _plain(r.base_clean), _plain(r.base_sf),
-                                            _plain(r.ser_sf), _plain(r.recovery)]) + " |")
+                                            str(r.buffer_size), PAPER_SETTINGS[r.setting],
+                                            RECOVERY_MEASURES[r.measure], *values]) + " |")
         lines.append("")
     return "\n".join(lines)
 

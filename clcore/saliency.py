@@ -413,6 +413,11 @@ def load_external_checkpoint(predictor: SaliencyPredictor, path_or_state) -> dic
 
 # ---------------------------------------------------------------------------------------------- pipeline entry
 
+def _transform(pixel_max, normalization: dict) -> Transform:
+    return Transform(pixel_max=float(pixel_max), mean=torch.tensor(normalization["mean"], dtype=torch.float32),
+                     std=torch.tensor(normalization["std"], dtype=torch.float32))
+
+
 def run_pretraining(prepared_name: str, train_split: str, val_split: str, prepared_dir, out_dir,
                     nf: int, widths, epochs: int, batch_size: int, seed: int = 0, device="cpu",
                     normalization: dict | None = None, **recipe) -> dict:
@@ -425,8 +430,7 @@ def run_pretraining(prepared_name: str, train_split: str, val_split: str, prepar
     dev = pick_device(str(device))
     meta = data.metadata(prepared_name, prepared_dir)
     norm = normalization or meta["normalization_computed"]
-    transform = Transform(pixel_max=float(meta["pixel_max"]), mean=torch.tensor(norm["mean"]),
-                          std=torch.tensor(norm["std"]))
+    transform = _transform(meta["pixel_max"], norm)
     train = data.load(prepared_name, train_split, prepared_dir, dev)
     val = data.load(prepared_name, val_split, prepared_dir, dev)
     in_shape = tuple(train["x"].shape[1:])
@@ -457,15 +461,15 @@ def write_pseudo_maps(predictor_path, prepared_name: str, prepared_dir, out_dir,
     """Rule `pseudo_saliency` (ser.md §4): round(255·S(x)) as uint8 [N,1,H,W] for every image of the
     splits, written to `<out_dir>/<split>.sal.npy` in the prepared row order, with a meta.json naming
     the predictor and the sha256 of every file. SER runs then train on these maps."""
-    from .data.prepared import file_digest, stage_array
+    from .data.prepared import file_digest, stage_array, write_array
     from .io import write_json
 
     dev = pick_device(str(device))
     predictor = load_predictor(predictor_path, dev).eval()
     meta = data.metadata(prepared_name, prepared_dir)
-    norm = meta["normalization_computed"]
-    transform = Transform(pixel_max=float(meta["pixel_max"]), mean=torch.tensor(norm["mean"]),
-                          std=torch.tensor(norm["std"])).to(dev)
+    # the images are normalised as during pretraining (and as the SER benchmarks feed them to S)
+    norm = predictor.extra.get("normalization") or meta["normalization_computed"]  # the latter: no record
+    transform = _transform(meta["pixel_max"], norm).to(dev)
     out_dir = Path(out_dir)
     files = {}
     for split in splits:
@@ -475,9 +479,8 @@ def write_pseudo_maps(predictor_path, prepared_name: str, prepared_dir, out_dir,
             for i in range(0, x.shape[0], batch_size):
                 s, _ = predictor(transform.test(torch.from_numpy(np.array(x[i:i + batch_size])).to(dev)))
                 maps[i:i + batch_size] = torch.round(255 * s).to(torch.uint8).cpu().numpy()
-        maps.flush()
         path = out_dir / f"{split}.sal.npy"
-        (out_dir / f"{split}.sal.npy.staged").replace(path)
+        write_array(path, maps)
         files[path.name] = file_digest(path)
     record = {"dataset": prepared_name, "predictor": str(predictor_path), "predictor_sha256": file_digest(predictor_path),
               "files": files, "deviation": "pseudo ground truth of our pretrained predictor, not the authors' maps"}

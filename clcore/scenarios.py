@@ -62,15 +62,21 @@ class SaliencyPretraining:
     widths: tuple[int, ...]    # decoder (d1, d2, d3)
     epochs: int
     batch_size: int
+    # the normalisation of the SER benchmarks it serves (they feed S their own normalised images);
+    # None = the dataset's computed train statistics, as the embedded seq-shapes-ser uses
+    normalization: dict | None = None
 
 
+# ImageNet subsets, SALICON (UNISAL) and CORe50 (datasets.md §4)
+IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 SALIENCY_PRETRAINING = {
-    "salicon@288x384": SaliencyPretraining("salicon@288x384", "train", "val", 64, (256, 128, 64), 30, 16),
+    "salicon@288x384": SaliencyPretraining("salicon@288x384", "train", "val", 64, (256, 128, 64), 30, 16,
+                                           IMAGENET_NORMALIZATION),
     "shapes": SaliencyPretraining("shapes", "aux_train", "aux_test", 8, (32, 16, 8), 10, 32),  # embedded
 }
 
 _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "legacy_square"},
-                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), n_epochs=1, batch_size=8,
+                   mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8,
                    saliency="salicon@288x384")
 # seq-shapes for SER (ser.md §5 embedded): no augmentation (the target maps are not augmented with the
 # images), batch 8, one pass as in the paper's online protocol. The spec's 2 epochs put the embedded

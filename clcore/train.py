@@ -110,16 +110,10 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    scenario = Scenario(spec, prepared_dir, dev)
-    if artefacts and "pseudo_saliency" in artefacts:
-        scenario.use_pseudo_saliency(Path(artefacts["pseudo_saliency"]).parent)
+    artefacts = dict(artefacts or {})
+    scenario = _scenario(spec, prepared_dir, dev, artefacts)
     _seed_everything(seed)
-
-    make_net = functools.partial(scenario.build_net, hp.channels_last)
-    ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
-                  device=dev, seed=seed, buffer_size=buffer_size, make_net=make_net,
-                  reset_optimizer_each_task=spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}))
-    model = cls(make_net(), hp, ctx).to(dev)
+    model = build_method(cls, hp, scenario, seed, buffer_size, artefacts)
 
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists():
@@ -175,9 +169,9 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
         "run_json_version": RUN_JSON_VERSION,
         "benchmark": benchmark, "method": method, "run_name": run_name or method, "buffer_size": buffer_size,
         "seed": seed, "hparams": hparams, "benchmark_spec": {k: v for k, v in vars(spec).items()},
-        "artefacts": {name: {"path": str(path), "sha256": file_digest(path)} for name, path in ctx.artefacts.items()},
+        "artefacts": {name: {"path": str(path), "sha256": file_digest(path)} for name, path in artefacts.items()},
         "deviations": (["SER targets are pseudo maps of our pretrained predictor (rule pseudo_saliency)"]
-                       if "pseudo_saliency" in ctx.artefacts else []),
+                       if "pseudo_saliency" in artefacts else []),
         "versions": {"clcore": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "git_commit": git_commit(), "device": describe(dev), "host": platform.node(), "gpu_slot": gpu_slot,
@@ -193,23 +187,36 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     return info
 
 
+def _scenario(spec, prepared_dir, dev, artefacts: dict) -> Scenario:
+    scenario = Scenario(spec, prepared_dir, dev)
+    if "pseudo_saliency" in artefacts:  # SER trains on the pretrained predictor's maps
+        scenario.use_pseudo_saliency(Path(artefacts["pseudo_saliency"]).parent)
+    return scenario
+
+
+def build_method(cls, hp, scenario: Scenario, seed: int, buffer_size: int, artefacts: dict | None = None):
+    """A freshly initialised method on the scenario's device, as training, `load_trained` and the
+    benchmark build it."""
+    make_net = functools.partial(scenario.build_net, hp.channels_last)
+    ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
+                  device=scenario.device, seed=seed, buffer_size=buffer_size, make_net=make_net,
+                  reset_optimizer_each_task=scenario.spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}))
+    return cls(make_net(), hp, ctx).to(scenario.device)
+
+
 def load_trained(run_dir, prepared_dir="resources/prepared", device: str = "auto"):
     """(method in eval mode, its Scenario) of a finished run that kept `final.pt`, rebuilt from run.json."""
     run_dir = Path(run_dir)
     info = read_json(run_dir / "run.json")
     if not (run_dir / FINAL).exists():
         raise FileNotFoundError(f"{run_dir / FINAL} is missing: train the run with keep_final (the pipeline does "
-                                f"this for runs of an experiment with `robust_eval: true`)")
-    dev = pick_device(device)
-    scenario = Scenario(get_benchmark(info["benchmark"]), prepared_dir, dev)
+                                f"this for runs of an experiment block with `robust_eval:`)")
+    artefacts = {name: entry["path"] for name, entry in info.get("artefacts", {}).items()}
+    scenario = _scenario(get_benchmark(info["benchmark"]), prepared_dir, pick_device(device), artefacts)
     cls, _ = get_method(info["method"])
     hp = make_hparams(info["method"], info["hparams"])
-    ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
-                  device=dev, seed=info["seed"], buffer_size=info["buffer_size"],
-                  make_net=functools.partial(scenario.build_net, hp.channels_last),
-                  artefacts={k: v["path"] for k, v in info.get("artefacts", {}).items()})
-    model = cls(ctx.make_net(), hp, ctx).to(dev)
-    missing, unexpected = model.load_state_dict(torch.load(run_dir / FINAL, map_location=dev), strict=False)
+    model = build_method(cls, hp, scenario, info["seed"], info["buffer_size"], artefacts)
+    missing, unexpected = model.load_state_dict(torch.load(run_dir / FINAL, map_location=scenario.device), strict=False)
     if unexpected or any(not k.endswith("_extra_state") for k in missing):
         raise ValueError(f"{run_dir / FINAL} does not match {info['method']}: missing {missing}, unexpected {unexpected}")
     model.task = scenario.n_tasks - 1

@@ -4,12 +4,13 @@ from clcore.data.download import downloaded_datasets
 
 RAW = Path(config["paths"]["raw"])
 DATASET_SOURCES = "config/datasets.yaml"  # mirrors and md5 of the downloaded datasets
+DOWNLOADED = set(downloaded_datasets(DATASET_SOURCES))
 
 
 def raw_files_fetched(wildcards):
     """The fetch record of a downloaded dataset; manual and generated datasets have none."""
     base = wildcards.prepared.split("@")[0]
-    return [RAW / base / "fetched.json"] if base in downloaded_datasets(DATASET_SOURCES) else []
+    return [RAW / base / "fetched.json"] if base in DOWNLOADED else []
 
 
 def benchmarks_using(prepared):

@@ -15,7 +15,8 @@ from clcore.data.prepared import write_prepared
 from clcore.saliency import (EPS, CheckpointKeyError, InvertedResidual, SaliencyPredictor, cc, center_bias_map,
                              external_key_map, joint_hflip, kld_loss, kld_per_sample, load_external_checkpoint,
                              load_predictor, pretrain_saliency, reference_baselines, run_pretraining,
-                             saliency_metrics, saliency_optimizer, save_predictor, sim, target_distribution)
+                             saliency_metrics, saliency_optimizer, save_predictor, sim, target_distribution,
+                             write_pseudo_maps)
 
 S_HAND = torch.tensor([[0.2, 0.4], [0.6, 0.8]])[None, None]
 T_HAND = torch.tensor([[0.0, 0.0], [1.0, 1.0]])[None, None]
@@ -276,3 +277,22 @@ def test_run_pretraining_writes_outputs(tmp_path):
     norm = data.metadata("blobs", tmp_path / "prepared")["normalization_computed"]
     transform = Transform(pixel_max=255, mean=torch.tensor(norm["mean"]), std=torch.tensor(norm["std"]))
     assert saliency_metrics(pred, vx, vs, transform)["kld"] == pytest.approx(summary["val_kld"], rel=1e-5)
+
+
+def test_pseudo_maps_are_the_predictors_maps_under_its_pretraining_normalisation(tmp_path):
+    (tx, ts), (vx, vs) = _blob_data(16, 0), _blob_data(8, 1)
+    splits = {"train": {"x": tx.numpy(), "sal": ts.numpy(), "y": np.zeros(16, np.int16)},
+              "test": {"x": vx.numpy(), "sal": vs.numpy(), "y": np.zeros(8, np.int16)}}
+    write_prepared(tmp_path / "prepared" / "blobs", "blobs", splits, {"pixel_max": 255})
+    norm = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}  # not the dataset's statistics
+    torch.manual_seed(0)
+    save_predictor(tmp_path / "s.pt", SaliencyPredictor((3, 16, 16), nf=4, widths=(8, 8, 4)), {"normalization": norm})
+    record = write_pseudo_maps(tmp_path / "s.pt", "blobs", tmp_path / "prepared", tmp_path / "pseudo")
+    maps = np.load(tmp_path / "pseudo" / "test.sal.npy")
+    predictor = load_predictor(tmp_path / "s.pt")
+    transform = Transform(pixel_max=255, mean=torch.tensor(norm["mean"]), std=torch.tensor(norm["std"]))
+    with torch.no_grad():
+        expected = torch.round(255 * predictor(transform.test(vx))[0]).to(torch.uint8).numpy()
+    assert maps.dtype == np.uint8 and maps.shape == (8, 1, 16, 16) and np.array_equal(maps, expected)
+    assert sorted(record["files"]) == ["test.sal.npy", "train.sal.npy"]
+    assert not list((tmp_path / "pseudo").glob("*.staged"))

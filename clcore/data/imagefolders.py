@@ -156,7 +156,7 @@ def prepare_imagenet_subset(ctx: PrepareContext):
         raise DatasetMissingError.manual(
             ctx.name, ctx.needed_by, ctx.raw_dir.parent, found, _imagenet_layout(base, subset.saliency),
             "ImageNet-1k (ILSVRC2012) from https://image-net.org/ under its licence; the class list is "
-            f"{subset.source}", f"`clcore prepare {ctx.name} --raw-dir {ctx.raw_dir.parent}`")
+            f"{subset.source}", ctx.retry_command)
     resample = subset.sizes[ctx.size]
     splits, deviations = {}, []
     for split, folder in (("train", "train"), ("test", "val")):
@@ -173,7 +173,7 @@ def prepare_imagenet_subset(ctx: PrepareContext):
                     ctx.name, ctx.needed_by, annotations, {str(absent[0]): f"missing ({len(absent)} maps in all)"},
                     _imagenet_layout(base, True), "the SER authors' pseudo-ground-truth maps, or remove "
                     f"{annotations} to have rule pseudo_saliency generate them",
-                    f"`clcore prepare {ctx.name} --raw-dir {ctx.raw_dir.parent}`")
+                    ctx.retry_command)
             sal = ctx.stage(split, "sal", (len(rows), 1, *ctx.size), np.uint8)
             decode_into(sal, maps, lambda m: decode_image(m, ctx.size, resample, mode="L"), ctx.threads)
             fields["sal"] = sal
@@ -222,7 +222,7 @@ def prepare_salicon(ctx: PrepareContext):
             ctx.name, ctx.needed_by, ctx.raw_dir, found, SALICON_LAYOUT,
             "the SALICON challenge site (http://salicon.net/challenge-2017/: images are MS-COCO 2014, maps "
             "from the download links there; no scriptable URL or checksum is published)",
-            f"`clcore prepare {ctx.name} --raw-dir {ctx.raw_dir.parent}`")
+            ctx.retry_command)
     splits = {}
     for split, rows in pairs.items():
         x = ctx.stage(split, "x", (len(rows), 3, *ctx.size), np.uint8)

@@ -51,6 +51,10 @@ class PrepareContext:
         """An optional raw file: verified if the user placed it (or an earlier run fetched it), never downloaded."""
         return self.get(file_name) if (self.raw_dir / file_name).exists() else None
 
+    @property
+    def retry_command(self) -> str:
+        return f"`clcore prepare {self.name} --raw-dir {self.raw_dir.parent}`"
+
     def stage(self, split: str, field: str, shape, dtype) -> np.memmap:
         return stage_array(self.out_dir, split, field, shape, dtype)
 
@@ -90,7 +94,8 @@ def _normalization(x: np.ndarray, pixel_max: float, rows: int = 4096) -> dict:
     return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
 
 
-def _write_array(path: Path, array: np.ndarray) -> None:
+def write_array(path: Path, array: np.ndarray) -> None:
+    """`array` saved as `path` atomically; a memory map staged for `path` (`stage_array`) is moved into place."""
     staged = path.with_name(path.name + _STAGED)
     if isinstance(array, np.memmap) and Path(array.filename) == staged.resolve():
         array.flush()
@@ -117,7 +122,7 @@ def write_prepared(out_dir, name: str, splits: dict[str, dict[str, np.ndarray]],
             if array.shape[0] != n:
                 raise ValueError(f"{name}/{split}.{field}: {array.shape[0]} rows, x has {n}")
             path = out_dir / f"{split}.{field}.npy"
-            _write_array(path, array)
+            write_array(path, array)
             files[field] = {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape),
                             "sha256": file_digest(path)}
         split_meta[split] = {"n": int(n), "fields": files}
@@ -125,7 +130,7 @@ def write_prepared(out_dir, name: str, splits: dict[str, dict[str, np.ndarray]],
     for key, rows in (index or {}).items():
         path = out_dir / "index" / f"{key}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_array(path, np.asarray(rows, dtype=np.int32))
+        write_array(path, np.asarray(rows, dtype=np.int32))
         index_meta[key] = {"file": str(path.relative_to(out_dir)), "n": int(len(rows)), "sha256": file_digest(path)}
     if index_meta:
         meta = {**meta, "index": index_meta}

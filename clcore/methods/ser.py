@@ -83,10 +83,7 @@ class SERMixin:
 
     def __init__(self, net, hp, ctx):
         check_modulation(hp)
-        if "saliency_predictor" not in ctx.artefacts:
-            raise ValueError("SER needs the pretrained saliency predictor (artefact 'saliency_predictor'; "
-                             "the pipeline's rule pretrain_saliency makes it)")
-        saliency = load_predictor(ctx.artefacts["saliency_predictor"], ctx.device)
+        saliency = pretrained_predictor(ctx)
         if hp.channels_last:  # the protocol's layout, as for the classifier (performance.md R7)
             saliency = saliency.to(memory_format=torch.channels_last)
         widths = [net.conv1.out_channels * m for m in (1, 1, 2, 4, 8)]
@@ -171,6 +168,14 @@ class SERMixin:
         self.sal_opt.load_state_dict(state["sal_opt"])
 
 
+def pretrained_predictor(ctx):
+    """The saliency predictor the pipeline passed in (rule pretrain_saliency), on the run's device."""
+    if "saliency_predictor" not in ctx.artefacts:
+        raise ValueError("this method needs the pretrained saliency predictor (artefact 'saliency_predictor', "
+                         "made by the pipeline's rule pretrain_saliency)")
+    return load_predictor(ctx.artefacts["saliency_predictor"], ctx.device)
+
+
 def copy_encoder(encoder: nn.Module, net: nn.Module) -> None:
     """Start the classifier from the saliency encoder (every parameter but the head)."""
     state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("classifier.")}
@@ -208,9 +213,7 @@ class SalInitMixin:
     artefacts_needed = ("saliency_predictor",)
 
     def __init__(self, net, hp, ctx):
-        if "saliency_predictor" not in ctx.artefacts:
-            raise ValueError("a *_salinit baseline needs the pretrained saliency predictor (rule pretrain_saliency)")
-        copy_encoder(load_predictor(ctx.artefacts["saliency_predictor"], ctx.device).encoder, net)
+        copy_encoder(pretrained_predictor(ctx).encoder, net)
         super().__init__(net, hp, ctx)
 
 

@@ -15,6 +15,7 @@ def main(smk):
         summary = run_pretraining(recipe.prepared, recipe.train_split, recipe.val_split, smk.params.prepared_dir,
                                   Path(smk.output.model).parent, nf=recipe.nf, widths=recipe.widths,
                                   epochs=recipe.epochs, batch_size=recipe.batch_size, seed=0,
+                                  normalization=recipe.normalization,
                                   device=str(pick_device(device)))
         print(summary)
 
