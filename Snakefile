@@ -16,7 +16,7 @@ report: "workflow/report/workflow.rst"
 
 wildcard_constraints:
     dataset=r"[a-z0-9-]+",
-    method=r"[a-z0-9_]+(-h[0-9a-f]{8})?",
+    method=r"[a-z0-9_]+(-task)?(-h[0-9a-f]{8})?",
     buffer=r"\d+",
     seed=r"\d+",
     prepared=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
@@ -29,6 +29,7 @@ wildcard_constraints:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/saliency.smk"
+include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/collect.smk"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
-from .errors import CLError
+from .errors import CLError, gpu_oom_as_error
 
 EMBEDDED_HASHES = "config/reference/embedded_hashes.json"  # datasets.md §6: bytes on the reference platform
 
@@ -33,6 +33,17 @@ def parse_overrides(pairs) -> dict:
         if not sep:
             raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--set")
         out[key] = yaml.safe_load(value)
+    return out
+
+
+def parse_artefacts(pairs) -> dict:
+    """`name=path` pairs of pretrained inputs; the files must exist."""
+    out = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not Path(path).is_file():
+            raise click.BadParameter(f"expected NAME=PATH of an existing file, got {pair!r}", param_hint="--artefact")
+        out[name] = path
     return out
 
 
@@ -117,7 +128,10 @@ def fetch(name, raw_dir, sources, record):
 @click.option("--hparams-dir", default="config/hparams", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
-def train(benchmark, method, buffer_size, seed, overrides, prepared_dir, results_dir, hparams_dir, device, threads):
+@click.option("--artefact", "artefacts", multiple=True, metavar="NAME=PATH",
+              help="A pretrained input, e.g. bir_conv=results/pretrained/bir_conv/shapes/e20/conv.pt.")
+def train(benchmark, method, buffer_size, seed, overrides, prepared_dir, results_dir, hparams_dir, device, threads,
+          artefacts):
     """Run one (benchmark, method, buffer, seed) by hand, with a progress bar."""
     from .data import prepare as prepare_dataset
     from .hparams import resolve, run_name
@@ -130,11 +144,78 @@ def train(benchmark, method, buffer_size, seed, overrides, prepared_dir, results
     prepare_dataset(get_benchmark(benchmark).prepared, prepared_dir)
     name = run_name(method, overrides)
     out = run_dir(results_dir, benchmark, name, buffer_size, seed)
-    info = run_training(benchmark, method, buffer_size, seed, hparams, prepared_dir, out, run_name=name,
-                        device=device, threads=threads, progress=True)
+    with gpu_oom_as_error(f"run {benchmark}/{name}/buf{buffer_size}/seed{seed}", out,
+                          get_benchmark(benchmark).n_tasks):  # exit code 6 with what to do
+        info = run_training(benchmark, method, buffer_size, seed, hparams, prepared_dir, out, run_name=name,
+                            device=device, threads=threads, progress=True, artefacts=parse_artefacts(artefacts))
     s = info["summary"]
     click.echo(f"{out}: class-IL {s['class_il']['faa']:.2f}, task-IL {s['task_il']['faa']:.2f} "
                f"({info['wall_time_s']:.1f} s)")
+
+
+@main.group()
+def pretrain():
+    """Auxiliary models that runs load (the pipeline's pretraining rules, by hand)."""
+
+
+@pretrain.command("bir-conv")
+@click.argument("source", default="shapes")
+@click.option("--prepared-dir", default="resources/prepared", show_default=True)
+@click.option("--out-dir", default=None, help="Default: results/pretrained/bir_conv/SOURCE/e<epochs>.")
+@click.option("--upstream-from", default=None, type=click.Path(file_okay=False),
+              help="Convert [BIR]'s C3-5x16-bn from this folder instead of training.")
+@click.option("--device", default="auto", show_default=True)
+def pretrain_bir_conv_command(source, prepared_dir, out_dir, upstream_from, device):
+    """The BI-R family's conv layers (rule pretrain_bir_conv): SOURCE is shapes (embedded) or cifar10."""
+    from .bir_conv import pretrain_bir_conv, upstream_conv
+    from .data import prepare as prepare_dataset
+    from .errors import lookup
+    from .scenarios import BIR_CONV_PRETRAINING
+
+    recipe = lookup("BI-R conv pretraining", BIR_CONV_PRETRAINING, source)
+    tag = "upstream" if upstream_from else recipe.tag
+    out = Path(out_dir or Path("results/pretrained/bir_conv") / source / tag)
+    if upstream_from:
+        record = upstream_conv(upstream_from, out)
+    else:
+        prepare_dataset(recipe.prepared, prepared_dir)
+        record = pretrain_bir_conv(recipe, prepared_dir, out, device=device)
+    click.echo(f"{out / 'conv.pt'}: sha256 {record['sha256']}"
+               + (f", val accuracy {record['val_accuracy']:.2f}" if "val_accuracy" in record else ""))
+
+
+@main.command()
+@click.option("--benchmark", "-b", required=True)
+@click.option("--method", "-m", required=True)
+@click.option("--grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="Values of one hyperparameter (YAML, e.g. si_c=1,100,10000); several --grid make a product.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--buffer", "buffer_size", type=int, default=0, show_default=True)
+@click.option("--scenario", type=click.Choice(["class", "task"]), default="class", show_default=True)
+@click.option("--artefact", "artefacts", multiple=True, metavar="NAME=PATH", help="A pretrained input (as in train).")
+@click.option("--prepared-dir", default="resources/prepared", show_default=True)
+@click.option("--hparams-dir", default="config/hparams", show_default=True)
+@click.option("--out-dir", default="results/search", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None)
+def search(benchmark, method, grid, seeds, buffer_size, scenario, artefacts, prepared_dir, hparams_dir, out_dir,
+           device, threads):
+    """Grid search on a validation split (10 % of the training data, seed 100), never on the test set."""
+    from .data import prepare as prepare_dataset
+    from .scenarios import get_benchmark
+    from .search import best_point, grid_search
+
+    values = {}
+    for item in grid:
+        key, sep, listed = item.partition("=")
+        if not sep or not listed:
+            raise click.BadParameter(f"expected KEY=V1,V2,..., got {item!r}", param_hint="--grid")
+        values[key] = [yaml.safe_load(v) for v in listed.split(",")]
+    prepare_dataset(get_benchmark(benchmark).prepared, prepared_dir)
+    table = grid_search(benchmark, method, values, [int(s) for s in seeds.split(",")], buffer_size, scenario,
+                        hparams_dir, prepared_dir, out_dir, parse_artefacts(artefacts), device, threads)
+    click.echo(table.to_string(index=False))
+    click.echo(f"best: {best_point(table, list(values))}")
 
 
 @main.command()

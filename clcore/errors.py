@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 
 
@@ -63,3 +64,77 @@ def lookup(kind: str, registry: dict, name: str):
         return registry[name]
     except KeyError:
         raise UnknownNameError(kind, name, registry) from None
+
+
+class GpuOutOfMemoryError(CLError):
+    """The GPU ran out of memory (torch.cuda.OutOfMemoryError, or a RuntimeError saying "out of memory");
+    the message names the job, what its checkpoint keeps and what to change."""
+
+    exit_code = 6
+
+
+def is_gpu_oom(err: BaseException) -> bool:
+    """torch's CUDA OOM (a RuntimeError subclass) or a RuntimeError whose message says "out of memory"
+    (cuDNN/cuBLAS allocation failures, older torch)."""
+    import torch
+
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom_type is not None and isinstance(err, oom_type)) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def _checkpoint_state(out_dir, n_tasks) -> str:
+    """What a run directory's checkpoint keeps, in words."""
+    from pathlib import Path
+
+    if out_dir is None:
+        return "nothing is checkpointed by this job; running it again starts it from the beginning"
+    ckpt = Path(out_dir) / "checkpoint.pt"  # clcore.train.CHECKPOINT, written after every finished task
+    if not ckpt.exists():
+        task = f" (task 1 of {n_tasks})" if n_tasks else ""
+        return f"it failed before its first task finished{task}, so no checkpoint exists; running it again starts over"
+    try:
+        import torch
+
+        done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["next_task"])
+    except Exception:  # noqa: BLE001 - the message must not fail on a damaged checkpoint
+        return f"the checkpoint of the last finished task is kept ({ckpt}); running the job again resumes from it"
+    of = f" of {n_tasks}" if n_tasks else ""
+    return (f"it failed in task {done + 1}{of}; the checkpoint of the last finished task (task {done}) is kept "
+            f"({ckpt}) and running the job again resumes from it")
+
+
+@contextlib.contextmanager
+def gpu_oom_as_error(what: str, out_dir=None, n_tasks: int | None = None):
+    """Turn a GPU out-of-memory error raised in the block into a GpuOutOfMemoryError that says which job
+    (`what`, e.g. "run seq-cifar10/derpp/buf200/seed0"), what its checkpoint in `out_dir` keeps and what to
+    do about it."""
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, CLError) or not is_gpu_oom(err):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GpuOutOfMemoryError(
+            f"GPU out of memory in {what}: {first}\n"
+            f"  {_checkpoint_state(out_dir, n_tasks)}.\n"
+            "  To fit: use a smaller batch size through an override (`clcore train ... --set batch_size=16`, or "
+            "`overrides: {<method>: {batch_size: 16}}` in the experiment block; an override makes a new run "
+            "directory), run fewer jobs per GPU (config `gpu.slots_per_gpu`, and `--resources gpu=<devices x "
+            "slots>`), or use a GPU with more memory (profiles/slurm: CLCORE_SLURM_GPU_MODEL or "
+            "CLCORE_SLURM_GPU_PARTITION)."
+        ) from err
+
+
+@contextlib.contextmanager
+def exit_on_error():
+    """For entry points outside the `clcore` CLI (Snakemake scripts): a CLError prints `error: <message>`
+    to stderr and exits with its exit code instead of a traceback (clcore.io.redirect_output has already
+    written the traceback to the job's log)."""
+    import sys
+
+    try:
+        yield
+    except CLError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)

@@ -2,7 +2,7 @@
 
 Resolved values, later ones winning: the method's dataclass defaults, the benchmark protocol
 (epochs, batch size), the registry name's defaults, `config/hparams/*.yaml`
-(method -> benchmark -> buffer size or `any`), and explicit overrides. Overrides change the run's
+(method -> benchmark -> `any`, `class` / `task`, buffer size), and explicit overrides. Overrides change the run's
 name to `<method>-h<first 8 hex of sha256(canonical JSON)>`, so they never overwrite another run.
 """
 
@@ -20,19 +20,25 @@ from .scenarios import get_benchmark
 
 
 def load_hparam_tables(hparams_dir) -> dict:
-    """Merge every YAML file of `hparams_dir`; a method may appear in one file only."""
+    """Merge every YAML file of `hparams_dir`; a method may appear in one file only. Top-level keys
+    starting with "_" only hold YAML anchors (shared protocols) and are not methods."""
     tables: dict = {}
     for path in sorted(Path(hparams_dir).glob("*.yaml")):
         for method, entry in (yaml.safe_load(path.read_text()) or {}).items():
+            if method.startswith("_"):
+                continue
             if method in tables:
                 raise ValueError(f"method '{method}' is defined in two hparam files (second: {path})")
             tables[method] = entry
     return tables
 
 
-def table_entry(tables: dict, method: str, benchmark: str, buffer_size: int) -> dict:
+def table_entry(tables: dict, method: str, benchmark: str, buffer_size: int, scenario: str = "class") -> dict:
+    """`any`, then the training scenario's entry (`class` / `task`: the BI-R family's per-scenario values),
+    then the buffer size's."""
     by_benchmark = (tables.get(method) or {}).get(benchmark) or {}
-    return {**(by_benchmark.get("any") or {}), **(by_benchmark.get(buffer_size) or {})}
+    return {**(by_benchmark.get("any") or {}), **(by_benchmark.get(scenario) or {}),
+            **(by_benchmark.get(buffer_size) or {})}
 
 
 def overrides_hash(overrides: dict) -> str:
@@ -41,7 +47,11 @@ def overrides_hash(overrides: dict) -> str:
 
 
 def run_name(method: str, overrides: dict | None) -> str:
-    return f"{method}-h{overrides_hash(overrides)}" if overrides else method
+    """`<method>[-task][-h<hash>]`. Task-IL training (`scenario: task`, the BI-R family: per-task heads and
+    per-task replay) is named, not hashed, so that the tables read `bir-task`; other overrides are hashed."""
+    overrides = dict(overrides or {})
+    name = method + ("-task" if overrides.pop("scenario", "class") == "task" else "")
+    return f"{name}-h{overrides_hash(overrides)}" if overrides else name
 
 
 def resolve(method: str, benchmark: str, buffer_size: int, overrides: dict | None = None,
@@ -51,6 +61,7 @@ def resolve(method: str, benchmark: str, buffer_size: int, overrides: dict | Non
     values = dataclasses.asdict(cls.Hparams())
     values.update(get_benchmark(benchmark).protocol())
     values.update(variant_defaults)
-    values.update(table_entry(load_hparam_tables(hparams_dir), method, benchmark, buffer_size))
+    scenario = (overrides or {}).get("scenario", "class")
+    values.update(table_entry(load_hparam_tables(hparams_dir), method, benchmark, buffer_size, scenario))
     values.update(overrides or {})
     return dataclasses.asdict(make_hparams(method, values))

@@ -42,6 +42,7 @@ class BenchmarkSpec:
     # SER's target maps: "pseudo" (the pretrained predictor's maps, rule pseudo_saliency: the paper's
     # pipeline, ser.md §4) or "shipped" (the dataset's own `sal` field)
     saliency_targets: str = "pseudo"
+    bir_conv: str | None = None  # key of BIR_CONV_PRETRAINING: the conv layers BI-R-family runs load (bir.md §4.4)
 
     @property
     def n_classes(self) -> int:
@@ -66,6 +67,34 @@ class SaliencyPretraining:
     # None = the dataset's computed train statistics, as the embedded seq-shapes-ser uses
     normalization: dict | None = None
 
+
+@dataclass(frozen=True)
+class ConvPretraining:
+    """Where and how rule pretrain_bir_conv trains the conv layers of the BI-R family (bir.md §4.4): a
+    classifier convE + fc(units, units) + linear, cross-entropy, Adam, crop with symmetric padding + flip."""
+    prepared: str
+    train_split: str
+    val_split: str
+    c0: int                    # convE channels c0, 2c0, ..., 16c0: must equal the runs' `c0`
+    fc_units: int
+    epochs: int
+    batch_size: int
+    lr: float
+    mean: tuple | None = None  # None: the train split's own statistics
+    std: tuple | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"e{self.epochs}"
+
+
+CIFAR10_NORMALIZATION = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}  # [BIR] data/available.py
+BIR_CONV_PRETRAINING = {
+    # [BIR] create_figures.sh / main_pretrain.py: 100 epochs of batch 256 at Adam 1e-4 on CIFAR-10
+    "cifar10": ConvPretraining("cifar10", "train", "test", 16, 2000, 100, 256, 1e-4, **CIFAR10_NORMALIZATION),
+    # embedded (bir.md §5.2): the shapes auxiliary categories, disjoint from the CL stream
+    "shapes": ConvPretraining("shapes", "aux_train", "aux_test", 8, 256, 20, 64, 1e-3),
+}
 
 # ImageNet subsets, SALICON (UNISAL) and CORe50 (datasets.md §4)
 IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -115,6 +144,11 @@ BENCHMARKS = {
     "seq-tinyimg-half": BenchmarkSpec("seq-tinyimg-half", "tinyimagenet", 5, 20, "resnet18", {"nf": 64},
                                       crop_padding=4, hflip=True, mean=(0.4802, 0.4480, 0.3975),
                                       std=(0.2770, 0.2691, 0.2821), n_epochs=10, batch_size=32),
+    # BI-R protocols (bir.md §5.1, [BIR] data/available.py): split MNIST 5x2 in [0, 1]; split CIFAR-100
+    # 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own class order.
+    "seq-mnist": BenchmarkSpec("seq-mnist", "mnist", 5, 2, "mlp", mean=(0.0,), std=(1.0,)),
+    "seq-cifar100-bir": BenchmarkSpec("seq-cifar100-bir", "cifar100", 10, 10, "resnet18", {"nf": 64},
+                                      mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2761), bir_conv="cifar10"),
     # Embedded adaptations of the Mammoth protocols (baselines.md §5.3) [OURS].
     # seq-digits: 20 epochs, not 5 (deviation from baselines.md §5.3): a task has 288 images, i.e. 18
     # steps per epoch, and at 5 epochs the lr-0.03 methods (DER, DER++) stop far from convergence.
@@ -125,7 +159,7 @@ BENCHMARKS = {
     # test accuracy with the running statistics, 92 % with statistics recomputed on the train set).
     # Channels-last conv weights make the CPU step 1.5x faster (oneDNN's blocked kernels).
     "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
-                                n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True),
+                                n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True, bir_conv="shapes"),
     # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
     # (datasets.md §6.2; our stand-in for SER's unpublished signature protocol).
     "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},
@@ -150,6 +184,20 @@ def with_signatures(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
     return x
 
 
+CLASS_ORDERS = ("identity", "bir_seeded")
+
+
+def class_permutation(order: str, spec: BenchmarkSpec, seed: int) -> np.ndarray | None:
+    """p with y' = p[y], or None for the dataset's own order. `bir_seeded` is [BIR] data/load.py's
+    `np.random.RandomState(seed).permutation(n_classes)`, except that split MNIST keeps the identity
+    for seeds below 10 as upstream does (bir.md §8 item 10); the embedded data always permutes."""
+    if order not in CLASS_ORDERS:
+        raise ValueError(f"class_order must be one of {CLASS_ORDERS}, not {order!r}")
+    if order == "identity" or (spec.prepared == "mnist" and seed < 10):
+        return None
+    return np.random.RandomState(seed).permutation(spec.n_classes)
+
+
 @dataclass
 class Task:
     """The training data of one task, already on the training device (x uint8, y int64)."""
@@ -164,8 +212,9 @@ class Task:
 class Scenario:
     """A benchmark's data loaded whole onto the device once, and its task structure."""
 
-    def __init__(self, spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu"):
-        self.spec, self.device = spec, torch.device(device)
+    def __init__(self, spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu",
+                 class_order: str = "identity", seed: int = 0, validation: bool = False):
+        self.spec, self.device, self.validation = spec, torch.device(device), validation
         root = Path(prepared_dir)
         meta = data.metadata(spec.prepared, root)
         (train, self._train_rows), (test, self._test_rows) = (
@@ -176,6 +225,12 @@ class Scenario:
             self.train_x = with_signatures(self.train_x, self.train_y, spec.spurious_fraction)
         self.test_x, self.test_y = test["x"], test["y"]
         self.test_fields = {k: v for k, v in test.items() if k not in ("x", "y")}
+        if validation:
+            self._hold_out_validation()
+        perm = class_permutation(class_order, spec, seed)
+        if perm is not None:  # tasks stay consecutive blocks of the relabelled classes
+            perm = torch.from_numpy(perm).to(self.device)
+            self.train_y, self.test_y = perm[self.train_y], perm[self.test_y]
         stats = meta["normalization_computed"]
         self.transform = Transform(
             pixel_max=float(meta["pixel_max"]),
@@ -190,6 +245,16 @@ class Scenario:
         # task id of every class, for task-IL masks and per-task accuracy counts
         self.class_task = torch.arange(spec.n_classes, device=self.device) // c
 
+    def _hold_out_validation(self, fraction: float = 0.1, seed: int = 100) -> None:
+        """Replace the test data by a random `fraction` of the training rows (fixed by `seed`, bir.md §5.2),
+        which training then never sees: hyperparameter searches select on it, not on the test set."""
+        order = torch.from_numpy(np.random.RandomState(seed).permutation(self.train_y.shape[0])).to(self.device)
+        held, kept = order[: round(fraction * len(order))], order[round(fraction * len(order)):]
+        self.test_x, self.test_y = self.train_x[held], self.train_y[held]
+        self.test_fields = {k: v[held] for k, v in self.train_fields.items()}
+        self.train_x, self.train_y = self.train_x[kept], self.train_y[kept]
+        self.train_fields = {k: v[kept] for k, v in self.train_fields.items()}
+
     def _benchmark_rows(self, fields: dict) -> tuple[dict, torch.Tensor]:
         """The rows of the benchmark's classes (seq-tinyimg-half uses the first 100 of 200 labels)."""
         keep = fields["y"] < self.spec.n_classes
@@ -198,6 +263,8 @@ class Scenario:
     def use_pseudo_saliency(self, folder) -> None:
         """Train and test on the pseudo maps in `folder` (rule pseudo_saliency); the dataset's own maps
         stay available as `sal_true`, so the runs can also be scored against them."""
+        if self.validation:
+            raise ValueError("pseudo saliency maps are not available on a held-out validation split")
         for split, fields, keep in (("train", self.train_fields, self._train_rows),
                                     (self.spec.test_split, self.test_fields, self._test_rows)):
             pseudo = torch.from_numpy(np.load(Path(folder) / f"{split}.sal.npy")).to(self.device)[keep]

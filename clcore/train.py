@@ -88,13 +88,15 @@ def _seed_everything(seed: int) -> None:
 def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hparams: dict,
                  prepared_dir="resources/prepared", out_dir="results/runs/run", run_name: str | None = None,
                  device: str = "auto", threads: int | None = None, progress: bool = False,
-                 artefacts: dict | None = None, keep_final: bool = False, gpu_slot: dict | None = None) -> dict:
+                 artefacts: dict | None = None, keep_final: bool = False, gpu_slot: dict | None = None,
+                 validation: bool = False) -> dict:
     """Train `method` on `benchmark` and write `<out_dir>/metrics.parquet` and `<out_dir>/run.json`.
 
     If `<out_dir>/checkpoint.pt` exists (a killed run), training resumes after its last finished task;
     the result equals that of an uninterrupted run with the same seed. `artefacts` names pretrained
     inputs (e.g. {"saliency_predictor": path}) for the methods that need them. `keep_final` writes the
-    trained weights (no buffer, no optimiser) to `<out_dir>/final.pt` for `load_trained`.
+    trained weights (no buffer, no optimiser) to `<out_dir>/final.pt` for `load_trained`. `validation`
+    trains on 90 % of the training data and evaluates on the held-out rest (hyperparameter searches).
     """
     started = time.time()
     spec = get_benchmark(benchmark)
@@ -111,7 +113,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     out_dir.mkdir(parents=True, exist_ok=True)
 
     artefacts = dict(artefacts or {})
-    scenario = _scenario(spec, prepared_dir, dev, artefacts)
+    scenario = _scenario(spec, prepared_dir, dev, artefacts, hp, seed, validation)
     _seed_everything(seed)
     model = build_method(cls, hp, scenario, seed, buffer_size, artefacts)
 
@@ -168,7 +170,8 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     info = {
         "run_json_version": RUN_JSON_VERSION,
         "benchmark": benchmark, "method": method, "run_name": run_name or method, "buffer_size": buffer_size,
-        "seed": seed, "hparams": hparams, "benchmark_spec": {k: v for k, v in vars(spec).items()},
+        "seed": seed, "hparams": hparams, "evaluated_on": "validation" if validation else spec.test_split,
+        "benchmark_spec": {k: v for k, v in vars(spec).items()},
         "artefacts": {name: {"path": str(path), "sha256": file_digest(path)} for name, path in artefacts.items()},
         "deviations": (["SER targets are pseudo maps of our pretrained predictor (rule pseudo_saliency)"]
                        if "pseudo_saliency" in artefacts else []),
@@ -187,8 +190,8 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     return info
 
 
-def _scenario(spec, prepared_dir, dev, artefacts: dict) -> Scenario:
-    scenario = Scenario(spec, prepared_dir, dev)
+def _scenario(spec, prepared_dir, dev, artefacts: dict, hp, seed: int, validation: bool = False) -> Scenario:
+    scenario = Scenario(spec, prepared_dir, dev, getattr(hp, "class_order", "identity"), seed, validation)
     if "pseudo_saliency" in artefacts:  # SER trains on the pretrained predictor's maps
         scenario.use_pseudo_saliency(Path(artefacts["pseudo_saliency"]).parent)
     return scenario
@@ -200,7 +203,8 @@ def build_method(cls, hp, scenario: Scenario, seed: int, buffer_size: int, artef
     make_net = functools.partial(scenario.build_net, hp.channels_last)
     ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
                   device=scenario.device, seed=seed, buffer_size=buffer_size, make_net=make_net,
-                  reset_optimizer_each_task=scenario.spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}))
+                  reset_optimizer_each_task=scenario.spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}),
+                  input_shape=scenario.input_shape)
     return cls(make_net(), hp, ctx).to(scenario.device)
 
 
@@ -212,9 +216,10 @@ def load_trained(run_dir, prepared_dir="resources/prepared", device: str = "auto
         raise FileNotFoundError(f"{run_dir / FINAL} is missing: train the run with keep_final (the pipeline does "
                                 f"this for runs of an experiment block with `robust_eval:`)")
     artefacts = {name: entry["path"] for name, entry in info.get("artefacts", {}).items()}
-    scenario = _scenario(get_benchmark(info["benchmark"]), prepared_dir, pick_device(device), artefacts)
     cls, _ = get_method(info["method"])
     hp = make_hparams(info["method"], info["hparams"])
+    scenario = _scenario(get_benchmark(info["benchmark"]), prepared_dir, pick_device(device), artefacts, hp,
+                         info["seed"])
     model = build_method(cls, hp, scenario, info["seed"], info["buffer_size"], artefacts)
     missing, unexpected = model.load_state_dict(torch.load(run_dir / FINAL, map_location=scenario.device), strict=False)
     if unexpected or any(not k.endswith("_extra_state") for k in missing):

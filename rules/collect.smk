@@ -59,7 +59,7 @@ rule figures:
 rule experiment_table:
     input:
         runs=TABLES / "runs.parquet",
-        reference=["config/reference/baselines.csv", "config/reference/ser.csv"],  # published numbers
+        reference=REFERENCE_CSVS,  # published numbers
     output:
         md=TABLES / "experiments" / "{experiment}.md",
         tex=TABLES / "experiments" / "{experiment}.tex",
@@ -68,6 +68,8 @@ rule experiment_table:
     params:
         rows=lambda wc: experiment_rows(wc.experiment),
         title=lambda wc: experiment_title(wc.experiment),
+        settings=lambda wc: experiment(wc.experiment)["settings"],
+        spread=lambda wc: experiment(wc.experiment)["spread"],
     log:
         "logs/experiment_table/{experiment}.log",
     conda:
@@ -94,10 +96,11 @@ rule experiment_figure:
     # Both wildcards may contain "_": without the closed list of kinds, "x_accuracy_curve" would parse
     # as experiment "x_accuracy", kind "curve".
     wildcard_constraints:
-        kind="|".join((*EXPERIMENT_FIGURES, SALIENCY_FIGURE)),
+        kind="|".join((*EXPERIMENT_FIGURES, *OPTIONAL_EXPERIMENT_FIGURES, SALIENCY_FIGURE)),
     params:
         rows=lambda wc: experiment_rows(wc.experiment),
         title=lambda wc: experiment_title(wc.experiment),
+        options=lambda wc: figure_options(wc.experiment),
     log:
         "logs/experiment_figure/{experiment}_{kind}.log",
     conda:

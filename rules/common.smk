@@ -1,16 +1,28 @@
 # Helpers only: the run table every expand() derives from, and per-run look-ups.
+import dataclasses
 from pathlib import Path
 
-from clcore.report.figures import EXPERIMENT_FIGURES, FIGURES, SALIENCY_FIGURE
+from clcore.report.figures import EXPERIMENT_FIGURES, FIGURES, OPTIONAL_EXPERIMENT_FIGURES, SALIENCY_FIGURE
 from clcore.hparams import resolve, run_name
 from clcore.methods import get_method
-from clcore.scenarios import get_benchmark
+from clcore.scenarios import BIR_CONV_PRETRAINING, get_benchmark
 
 PREPARED = Path(config["paths"]["prepared"])
 RESULTS = Path(config["paths"]["results"])
 TABLES = RESULTS / "tables"
 FIGURE_DIR = RESULTS / "figures"
+REFERENCE_CSVS = sorted(str(p) for p in Path("config/reference").glob("*.csv"))  # published numbers
 RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{method}" / "buf{buffer}" / "seed{seed}")
+
+
+def scenario_override(exp, method, cls):
+    """{"scenario": "task"} for a task-IL block; only methods that train differently per scenario may be in one."""
+    if exp.get("scenario", "class") == "class":
+        return {}
+    if "scenario" not in {f.name for f in dataclasses.fields(cls.Hparams)}:
+        raise ValueError(f"experiment '{exp['id']}' (scenario: task): method '{method}' trains one head for both "
+                         f"settings; list it in a class block, whose table reports its task-IL accuracy too")
+    return {"scenario": exp["scenario"]}
 
 
 def build_run_table(config):
@@ -22,7 +34,7 @@ def build_run_table(config):
             get_benchmark(benchmark)
             for method in exp["methods"]:
                 cls, _ = get_method(method)
-                overrides = exp.get("overrides", {}).get(method, {})
+                overrides = {**scenario_override(exp, method, cls), **exp.get("overrides", {}).get(method, {})}
                 buffers = exp.get("buffers", []) if cls.uses_buffer else [0]
                 if not buffers:
                     raise ValueError(f"experiment '{exp['id']}': method '{method}' needs a buffer, but 'buffers' is empty")
@@ -97,7 +109,7 @@ def experiment_figure_targets():
     """The papers' plots of every experiment, and SER's Figure 1 where the experiment has SER runs."""
     def kinds(e):
         ser = any("sal" in get_method(r["method"])[0].stream_fields for r in experiment_rows(e))
-        return (*EXPERIMENT_FIGURES, SALIENCY_FIGURE) if ser else EXPERIMENT_FIGURES
+        return (*EXPERIMENT_FIGURES, *experiment(e)["figures"], *((SALIENCY_FIGURE,) if ser else ()))
 
     return [FIGURE_DIR / "experiments" / f"{e}_{kind}.{ext}"
             for e in experiment_ids() for kind in kinds(e) for ext in ("png", "pdf")]
@@ -105,6 +117,48 @@ def experiment_figure_targets():
 
 def experiment(experiment_id):
     return next(exp for exp in config["experiments"] if exp["id"] == experiment_id)
+
+
+def figure_options(experiment_id):
+    """How an experiment's figures read its runs: the accuracy of the scenario it trained for, its ± over
+    seeds, and the chance level of each benchmark (for the BI-R bars)."""
+    exp = experiment(experiment_id)
+    setting = "task_il" if exp["scenario"] == "task" else "class_il"
+    chance = {b: 100.0 / (get_benchmark(b).classes_per_task if setting == "task_il" else get_benchmark(b).n_classes)
+              for b in exp["benchmarks"]}
+    return {"setting": setting, "spread": exp["spread"], "chance": chance}
+
+
+SALIENCY_DIR = RESULTS / "saliency"
+BIR_CONV_DIR = RESULTS / "pretrained" / "bir_conv"
+
+
+def bir_conv_file(key):
+    """conv.pt of the BI-R conv pretraining `key` (clcore.scenarios.BIR_CONV_PRETRAINING)."""
+    tag = "upstream" if config["bir_conv"]["source"] == "upstream_file" else BIR_CONV_PRETRAINING[key].tag
+    return BIR_CONV_DIR / key / tag / "conv.pt"
+
+
+def artefact_inputs(wildcards):
+    """The pretrained inputs a run needs, by artefact name (none for most methods): SER's saliency
+    predictor and, where the benchmark trains on them, its pseudo target maps; the BI-R family's conv layers."""
+    run = run_info(wildcards)
+    cls = get_method(run["method"])[0]
+    needed = cls.artefacts_for(run["hparams"])
+    spec = get_benchmark(wildcards.dataset)
+    inputs = {}
+    if "saliency_predictor" in needed:
+        if spec.saliency is None:
+            raise ValueError(f"benchmark '{wildcards.dataset}' has no saliency setting: {cls.__name__} cannot run on it")
+        inputs["saliency_predictor"] = SALIENCY_DIR / spec.saliency / "saliency_predictor.pt"
+        if "sal" in cls.stream_fields and spec.saliency_targets == "pseudo":
+            inputs["pseudo_saliency"] = SALIENCY_DIR / spec.saliency / "pseudo" / spec.prepared / "meta.json"
+    if "bir_conv" in needed:
+        if spec.bir_conv is None:
+            raise ValueError(f"benchmark '{wildcards.dataset}' has no BI-R conv pretraining: run "
+                             f"{run['method']} there with conv: none or scratch")
+        inputs["bir_conv"] = bir_conv_file(spec.bir_conv)
+    return inputs
 
 
 def robust_experiments():

@@ -2,24 +2,6 @@
 # aux split by default), then an input of every run whose method needs it (ser.md §4, rule pretrain_saliency).
 from clcore.scenarios import SALIENCY_PRETRAINING
 
-SALIENCY_DIR = RESULTS / "saliency"
-
-
-def artefact_inputs(wildcards):
-    """The pretrained inputs a run's method needs, by artefact name (none for most methods): SER's
-    saliency predictor, and the pseudo target maps where the benchmark trains on them."""
-    cls = get_method(run_info(wildcards)["method"])[0]
-    if not cls.artefacts_needed:
-        return {}
-    spec = get_benchmark(wildcards.dataset)
-    if spec.saliency is None:
-        raise ValueError(f"benchmark '{wildcards.dataset}' has no saliency setting: {cls.__name__} cannot run on it")
-    inputs = {"saliency_predictor": SALIENCY_DIR / spec.saliency / "saliency_predictor.pt"}
-    if "sal" in cls.stream_fields and spec.saliency_targets == "pseudo":
-        inputs["pseudo_saliency"] = SALIENCY_DIR / spec.saliency / "pseudo" / spec.prepared / "meta.json"
-    return inputs
-
-
 rule pretrain_saliency:
     input:
         data=lambda wc: PREPARED / SALIENCY_PRETRAINING[wc.source].prepared / "meta.json",

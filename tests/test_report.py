@@ -271,3 +271,67 @@ def test_experiment_figure_without_any_runs_says_so(plot):
     assert fig._suptitle.get_text() == "T2\n(no runs yet)"
     assert "no runs" in [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
+
+
+# ---- The BI-R blocks: SEM, one scenario's column, published markers, Fig. 8 bars, per-task bars.
+
+def test_experiment_table_reports_sem_for_one_setting_and_marks_approximate_and_unpublished_values(tmp_path):
+    from pathlib import Path
+
+    runs = _runs_frame()
+    runs = runs[(runs.run_name == "derpp") & (runs.benchmark == "seq-a")]
+    runs = pd.concat([runs.assign(method=m, run_name=m) for m in ("bir", "bir_si_recon_rep")])
+    write_table(runs.assign(benchmark="seq-cifar100-bir", buffer_size=0), RUNS_SCHEMA, tmp_path / "runs.parquet")
+    asked = [dict(benchmark="seq-cifar100-bir", method=m, run_name=m, buffer_size=0, n_seeds_expected=3)
+             for m in ("bir", "bir_si_recon_rep")]
+    references = sorted((Path(__file__).resolve().parents[1] / "config/reference").glob("*.csv"))
+    out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
+    write_experiment_table(tmp_path / "runs.parquet", asked, "BI-R", out["md"], out["tex"], out["csv"],
+                           reference_csv=references, settings=["class_il"], spread="sem")
+    md = out["md"].read_text()
+    # (60, 62, 67): std 3.6056, SEM 3.6056 / √3 = 2.0817; CVPR-W Table 2: BI-R 21.51 ± 0.25 (SEM)
+    assert "| bir | 0 | 3 | 63.00 ± 2.08 | 21.51 ± 0.25 | +41.49 |" in md
+    assert "| bir_si_recon_rep | 0 | 3 | 63.00 ± 2.08 | n/a | – |" in md
+    assert "Task-IL" not in md and "mean ± SEM over seeds" in md
+
+
+def test_published_values_read_off_a_plot_are_marked_approximate(tmp_path):
+    from pathlib import Path
+
+    runs = _runs_frame()
+    runs = runs[(runs.run_name == "derpp") & (runs.benchmark == "seq-a")].assign(
+        benchmark="seq-mnist", method="gr_er", run_name="gr_er-task", buffer_size=1000)
+    write_table(runs, RUNS_SCHEMA, tmp_path / "runs.parquet")
+    asked = [dict(benchmark="seq-mnist", method="gr_er", run_name="gr_er-task", buffer_size=1000, n_seeds_expected=3)]
+    out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
+    write_experiment_table(tmp_path / "runs.parquet", asked, "BI-R", out["md"], out["tex"], out["csv"],
+                           reference_csv=Path(__file__).resolve().parents[1] / "config/reference/bir.csv",
+                           settings=["task_il"], spread="std")
+    # task-IL of (90, 91, 95): 92.00 ± 2.65; [CL]'s tutorial plot: ER >= 98
+    assert "| gr_er-task | 1000 | 3 | 92.00 ± 2.65 | ≈98.00 | -6.00 |" in out["md"].read_text()
+
+
+def test_ablation_bars_show_seed_dots_spread_and_chance(experiment_tables, tmp_path):
+    from clcore.report.figures import experiment_ablation_bars
+
+    runs = _experiment_runs()
+    rows = _rows(("seq-a", "sgd", 0), ("seq-a", "derpp", 200), ("seq-a", "er_ace", 200))  # listed order kept
+    fig = experiment_ablation_bars(runs, _accuracy_frame(), rows, "Fig. 8", setting="class_il", spread="sem",
+                                   chance={"seq-a": 10.0})
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)][0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sgd", "derpp (buf 200)", "er_ace (buf 200) (missing)"]
+    heights = [b.get_height() for b in bars.patches]
+    assert heights[:2] == pytest.approx([31.0, 63.0]) and math.isnan(heights[2])
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert sorted(len(d.get_ydata()) for d in dots) == [0, 2, 3]  # one dot per seed
+    chance = [line for line in ax.lines if line.get_label() == "chance"]
+    assert chance and chance[0].get_ydata()[0] == 10.0
+    plt.close(fig)
+
+
+def test_final_task_accuracy_plots_each_task_after_the_last(experiment_tables, tmp_path):
+    png, pdf = tmp_path / "x.png", tmp_path / "x.pdf"
+    assert write_experiment_figure("final_task_accuracy", *experiment_tables, PRESENT, "MC", png, pdf,
+                                   options={"setting": "task_il", "spread": "sem"}) == []
+    assert png.read_bytes().startswith(PNG_MAGIC)

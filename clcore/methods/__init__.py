@@ -10,7 +10,7 @@ from ..errors import UnknownNameError, lookup
 
 METHODS: dict[str, tuple[type, dict]] = {}
 
-_MODULES = ("sgd", "joint", "er", "der", "er_ace", "icarl", "lwf", "ewc_on", "si", "ser")
+_MODULES = ("sgd", "joint", "er", "der", "er_ace", "icarl", "lwf", "ewc_on", "si", "ser", "gr_baselines", "bir", "bir_exag")
 
 
 def register(name: str, **defaults):

@@ -46,6 +46,7 @@ class Context:
     make_net: Callable[[], nn.Module]  # a freshly initialised backbone (Joint re-initialises)
     reset_optimizer_each_task: bool = False
     artefacts: dict = field(default_factory=dict)  # pretrained inputs by name, e.g. "saliency_predictor": path
+    input_shape: tuple[int, ...] = ()  # (C, H, W) of one input (models that build their own network: BI-R)
 
 
 class LossLog:
@@ -87,6 +88,12 @@ class ContinualMethod(nn.Module):
     frozen: tuple[str, ...] = ()  # submodules kept in eval mode (teacher copies)
     stream_fields: tuple[str, ...] = ()  # per-sample dataset fields observe() receives (SER: "sal")
     artefacts_needed: tuple[str, ...] = ()  # pretrained inputs the pipeline must provide (Context.artefacts)
+
+    @classmethod
+    def artefacts_for(cls, hparams: dict) -> tuple[str, ...]:
+        """The pretrained inputs a run with these hyperparameters needs (the BI-R family: conv layers only
+        where `conv` is "pretrained")."""
+        return cls.artefacts_needed
 
     def __init__(self, net: nn.Module, hp: Hparams, ctx: Context):
         super().__init__()

@@ -25,6 +25,7 @@ from ..results import ACCURACY_SCHEMA, RUNS_SCHEMA, TASK_METRICS_SCHEMA, read_ta
 FIGURES = ("accuracy_matrix", "final_accuracy", "accuracy_curve")
 EXPERIMENT_FIGURES = ("accuracy_curve", "forgetting")
 _LINESTYLES = ("-", "--", ":", "-.")
+_SPREAD_LABEL = {"std": "std", "sem": "SEM"}
 
 
 def _groups(runs: pd.DataFrame) -> list[tuple[str, int]]:
@@ -138,10 +139,17 @@ def final_accuracy(runs: pd.DataFrame, accuracy: pd.DataFrame, benchmark: str):
     return fig
 
 
-def _curves(ax, runs: pd.DataFrame, accuracy: pd.DataFrame, groups: list[tuple[str, int]], benchmark: str) -> None:
-    """Class-IL accuracy on the tasks seen so far after each task, one curve per group (mean over
-    seeds ± std band). A group without data is a legend entry "(missing)" with nothing drawn."""
-    acc = _class_il(accuracy)
+def _spread(values: pd.Series | pd.core.groupby.SeriesGroupBy, spread: str):
+    """Sample std over seeds, or the SEM std/√n (the BI-R papers' bands and error bars)."""
+    std = values.std(ddof=1)
+    return std if spread == "std" else std / values.count() ** 0.5
+
+
+def _curves(ax, runs: pd.DataFrame, accuracy: pd.DataFrame, groups: list[tuple[str, int]], benchmark: str,
+            setting: str = "class_il", spread: str = "std") -> None:
+    """Accuracy (class-IL or task-IL) on the tasks seen so far after each task, one curve per group (mean
+    over seeds ± std or SEM band). A group without data is a legend entry "(missing)" with nothing drawn."""
+    acc = accuracy[(accuracy.setting == setting) & (accuracy.after_task >= 0)]
     acc = acc[acc.eval_task <= acc.after_task]
     colors = plt.get_cmap("tab10").colors
     drawn = False
@@ -154,9 +162,10 @@ def _curves(ax, runs: pd.DataFrame, accuracy: pd.DataFrame, groups: list[tuple[s
         if _final_only(runs, name, buffer):  # one marker at the last task, no curve through untrained rows
             after = per_seed.index.get_level_values("after_task")
             per_seed = per_seed[after == after.max()]
-        stats = per_seed.groupby("after_task").agg(["mean", "std"]).sort_index()
+        by_task = per_seed.groupby("after_task")
+        stats = pd.DataFrame({"mean": by_task.mean(), "spread": _spread(by_task, spread)}).sort_index()
         tasks = stats.index.to_numpy() + 1
-        std = stats["std"].fillna(0.0).to_numpy()
+        std = stats["spread"].fillna(0.0).to_numpy()
         ax.plot(tasks, stats["mean"], color=color, linestyle=style, marker="o", markersize=3,
                 label=_label(name, buffer))
         ax.fill_between(tasks, stats["mean"] - std, stats["mean"] + std, color=color, alpha=0.15, linewidth=0)
@@ -167,8 +176,8 @@ def _curves(ax, runs: pd.DataFrame, accuracy: pd.DataFrame, groups: list[tuple[s
         ax.set_xticks([])
     ax.set_ylim(0, 100)
     ax.set_xlabel("tasks learned")
-    ax.set_ylabel("class-IL accuracy on seen tasks (%)")
-    ax.set_title(f"{benchmark}: accuracy on the tasks seen so far (mean ± std over seeds)")
+    ax.set_ylabel(f"{'class' if setting == 'class_il' else 'task'}-IL accuracy on seen tasks (%)")
+    ax.set_title(f"{benchmark}: accuracy on the tasks seen so far (mean ± {_SPREAD_LABEL[spread]} over seeds)")
     ax.grid(alpha=0.3)
     if ax.lines:
         _legend_outside(ax)
@@ -231,17 +240,85 @@ def _suptitle(fig, runs: pd.DataFrame, rows: list[dict], title: str) -> None:
     fig.suptitle(title)
 
 
-def experiment_accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str):
+def experiment_accuracy_curve(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str,
+                              setting: str = "class_il", spread: str = "std", **_):
     """The benchmark figure `accuracy_curve`, one panel per benchmark of the experiment."""
     panels = _panels(rows)
     fig, axes = plt.subplots(len(panels), 1, figsize=(8.0, 4.5 * len(panels)), squeeze=False, layout="constrained")
     for ax, (benchmark, groups) in zip(axes.flat, panels):
-        _curves(ax, runs[runs.benchmark == benchmark], accuracy[accuracy.benchmark == benchmark], groups, benchmark)
+        _curves(ax, runs[runs.benchmark == benchmark], accuracy[accuracy.benchmark == benchmark], groups, benchmark,
+                setting, spread)
     _suptitle(fig, runs, rows, title)
     return fig
 
 
-def experiment_forgetting(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str):
+def _asked_order(rows: list[dict], benchmark: str) -> list[tuple[str, int]]:
+    """The benchmark's (run_name, buffer_size) in the order the experiment lists its methods."""
+    return list(dict.fromkeys((r["run_name"], int(r["buffer_size"])) for r in rows if r["benchmark"] == benchmark))
+
+
+def experiment_ablation_bars(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str,
+                             setting: str = "class_il", spread: str = "std", chance: dict | None = None, **_):
+    """BI-R Fig. 8: one bar per method in the block's order (final average accuracy, mean ± spread), every
+    seed as a dot, and the chance level as a dashed line; one panel per benchmark."""
+    panels = [(b, _asked_order(rows, b)) for b, _ in _panels(rows)]
+    width = max(_bars_width(groups) for _, groups in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.5 * len(panels)), squeeze=False, layout="constrained")
+    column = f"{setting}_faa"
+    for ax, (benchmark, groups) in zip(axes.flat, panels):
+        selected = [_select(runs[runs.benchmark == benchmark], name, buffer)[column].dropna() for name, buffer in groups]
+        x = np.arange(len(groups))
+        mean = np.array([v.mean() if len(v) else np.nan for v in selected])
+        err = np.nan_to_num(np.array([_spread(v, spread) if len(v) > 1 else 0.0 for v in selected]))
+        ax.bar(x, mean, 0.6, yerr=err, capsize=3, color="lightsteelblue", edgecolor="black", linewidth=0.6)
+        for i, values in enumerate(selected):
+            ax.plot(np.full(len(values), i), values, "o", color="black", markersize=2.5)
+            if not len(values):
+                ax.text(i, 0.5, "no runs", rotation=90, ha="center", va="center", color="gray",
+                        transform=ax.get_xaxis_transform())
+        if chance and benchmark in chance:
+            ax.axhline(chance[benchmark], color="gray", linestyle="--", linewidth=1, label="chance")
+            ax.legend(loc="upper right", fontsize="small")
+        ax.set_xticks(x, [_label(n, b) if len(v) else _missing_label(n, b) for (n, b), v in zip(groups, selected)],
+                      rotation=45, ha="right")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel(f"{PAPER_LABEL[setting]} final accuracy (%)")
+        ax.set_title(f"{benchmark}: final average accuracy (mean ± {_SPREAD_LABEL[spread]}, dots = seeds)")
+    _suptitle(fig, runs, rows, title)
+    return fig
+
+
+def experiment_final_task_accuracy(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str,
+                                   setting: str = "class_il", spread: str = "std", **_):
+    """Accuracy on each task after the last one, one group of bars per method ([MC]'s claim concerns the
+    early classes); one panel per benchmark."""
+    panels = [(b, _asked_order(rows, b)) for b, _ in _panels(rows)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10.0, 4.5 * len(panels)), squeeze=False, layout="constrained")
+    colors = plt.get_cmap("tab10").colors
+    for ax, (benchmark, groups) in zip(axes.flat, panels):
+        acc = accuracy[(accuracy.benchmark == benchmark) & (accuracy.setting == setting)]
+        acc = acc[acc.after_task == acc.after_task.max()] if len(acc) else acc
+        width = 0.8 / max(len(groups), 1)
+        for k, (name, buffer) in enumerate(groups):
+            per_task = _select(acc, name, buffer).groupby("eval_task").value
+            if not len(acc) or _select(acc, name, buffer).empty:
+                ax.bar([], [], label=_missing_label(name, buffer), color=colors[k % len(colors)])
+                continue
+            tasks = np.array(sorted(per_task.groups)) + 1
+            ax.bar(tasks - 0.4 + width * (k + 0.5), per_task.mean().to_numpy(), width,
+                   yerr=np.nan_to_num(_spread(per_task, spread).to_numpy()), capsize=2,
+                   color=colors[k % len(colors)], label=_label(name, buffer))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("task")
+        ax.set_ylabel(f"{PAPER_LABEL[setting]} accuracy after the last task (%)")
+        ax.set_title(f"{benchmark}: accuracy per task after the last task (mean ± {_SPREAD_LABEL[spread]})")
+        _legend_outside(ax)
+    _suptitle(fig, runs, rows, title)
+    return fig
+
+
+def experiment_forgetting(runs: pd.DataFrame, accuracy: pd.DataFrame, rows: list[dict], title: str, **_):
     """Bars of the final forgetting (class-IL and task-IL), mean ± std over seeds, one panel per benchmark."""
     panels = _panels(rows)
     width = max(_bars_width(groups) for _, groups in panels)
@@ -290,14 +367,19 @@ def experiment_saliency(runs: pd.DataFrame, accuracy: pd.DataFrame, task_metrics
     return fig
 
 
-_EXPERIMENT_PLOTS = {"accuracy_curve": experiment_accuracy_curve, "forgetting": experiment_forgetting}
+_EXPERIMENT_PLOTS = {"accuracy_curve": experiment_accuracy_curve, "forgetting": experiment_forgetting,
+                     "ablation_bars": experiment_ablation_bars, "final_task_accuracy": experiment_final_task_accuracy}
+OPTIONAL_EXPERIMENT_FIGURES = ("ablation_bars", "final_task_accuracy")  # asked for by a block's `figures:`
+PAPER_LABEL = {"class_il": "class-IL", "task_il": "task-IL"}
 SALIENCY_FIGURE = "saliency"  # only for experiments whose methods log saliency metrics (SER)
 
 
 def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: list[dict], title: str,
-                            out_png, out_pdf, task_metrics_parquet=None) -> list[str]:
-    """Draw figure `kind` (one of EXPERIMENT_FIGURES, or SALIENCY_FIGURE with `task_metrics_parquet`) of
-    one experiment block and write it as PNG and PDF, atomically. Returns the rows drawn as missing."""
+                            out_png, out_pdf, task_metrics_parquet=None, options: dict | None = None) -> list[str]:
+    """Draw figure `kind` (one of EXPERIMENT_FIGURES or OPTIONAL_EXPERIMENT_FIGURES, or SALIENCY_FIGURE
+    with `task_metrics_parquet`) of one experiment block and write it as PNG and PDF, atomically.
+    `options`: setting (class_il | task_il: the block's training scenario), spread (std | sem), chance
+    ({benchmark: %}). Returns the rows drawn as missing."""
     if kind == SALIENCY_FIGURE:
         benchmarks = {r["benchmark"] for r in rows}
         runs = read_table(runs_parquet, RUNS_SCHEMA)
@@ -307,7 +389,8 @@ def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: lis
                                   task_metrics[task_metrics.benchmark.isin(benchmarks)], rows, title), out_png, out_pdf)
         return missing_rows(runs[runs.benchmark.isin(benchmarks)], rows)
     if kind not in _EXPERIMENT_PLOTS:
-        raise ValueError(f"unknown experiment figure '{kind}'; choose one of {', '.join(EXPERIMENT_FIGURES)}")
+        raise ValueError(f"unknown experiment figure '{kind}'; choose one of "
+                         f"{', '.join((*EXPERIMENT_FIGURES, *OPTIONAL_EXPERIMENT_FIGURES))}")
     if not rows:
         raise ValueError(f"experiment '{title}' asks for no runs")
     benchmarks = {r["benchmark"] for r in rows}
@@ -315,5 +398,5 @@ def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: lis
     runs = runs[runs.benchmark.isin(benchmarks)]
     accuracy = read_table(accuracy_parquet, ACCURACY_SCHEMA)
     accuracy = accuracy[accuracy.benchmark.isin(benchmarks)]
-    _save(_EXPERIMENT_PLOTS[kind](runs, accuracy, rows, title), out_png, out_pdf)
+    _save(_EXPERIMENT_PLOTS[kind](runs, accuracy, rows, title, **(options or {})), out_png, out_pdf)
     return missing_rows(runs, rows)

@@ -18,6 +18,8 @@ KEYS = ["benchmark", "run_name", "buffer_size"]
 ORDER = ["benchmark", "buffer_size", "run_name"]
 MISSING = "–"
 NOT_TRANSCRIBED = "NA"  # listed in config/reference/ with confidence "missing"
+NOT_PUBLISHED = "n/a"   # confidence "not_published": the paper makes a claim but gives no number ([MC])
+SPREADS = {"std": "std", "sem": "SEM"}  # ± over seeds: sample std, or std/√n as the BI-R papers report
 # Markdown column -> (setting, metric)
 MARKDOWN_COLUMNS = {
     "Class-IL FAA": ("class_il", "faa"),
@@ -114,16 +116,20 @@ def write_summary(runs_parquet, out_md, out_csv, expected=None) -> pd.DataFrame:
 PAPER_SETTINGS = {"class_il": "Class-IL", "task_il": "Task-IL"}
 
 
-def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFrame | None = None) -> pd.DataFrame:
+def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFrame | None = None,
+                     spread: str = "std") -> pd.DataFrame:
     """One row per (benchmark, method, run_name, buffer_size) the experiment asks for (`rows`, with
-    n_seeds_expected): our FAA mean ± std per setting and, where `reference` has it, the published mean,
-    std, confidence and ours − published. A run without results keeps NaN (shown as missing)."""
+    n_seeds_expected): our FAA mean ± std per setting (and `<setting>_faa_sem` = std/√n when `spread` is
+    "sem") and, where `reference` has it, the published mean, its ± as published, confidence and
+    ours − published. A run without results keeps NaN (shown as missing)."""
     ours = summary_table(runs) if len(runs) else pd.DataFrame(columns=KEYS + ["n_seeds"])
     table = pd.DataFrame(rows).merge(ours, on=KEYS, how="left")
     table["n_seeds"] = table.n_seeds.fillna(0).astype(int)
     for setting in PAPER_SETTINGS:
         for col in (f"{setting}_faa_mean", f"{setting}_faa_std"):
             table[col] = table[col].astype(float) if col in table else float("nan")
+        if spread == "sem":
+            table[f"{setting}_faa_sem"] = table[f"{setting}_faa_std"] / table.n_seeds.clip(lower=1) ** 0.5
     if reference is not None and len(reference):
         table = table.merge(_published(reference), on=["benchmark", "method", "buffer_size"], how="left")
         for setting in PAPER_SETTINGS:
@@ -133,9 +139,11 @@ def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFra
 
 
 def _published(reference: pd.DataFrame) -> pd.DataFrame:
-    """(benchmark, method, buffer_size) -> `<setting>_paper_{mean,std,confidence}`; the first source wins."""
+    """(benchmark, method, buffer_size) -> `<setting>_paper_{mean,std,confidence,approx}`; the first source wins."""
     faa = reference[reference.metric == "faa"].drop_duplicates(["dataset", "method", "buffer", "setting"])
-    wide = faa.pivot(index=["dataset", "method", "buffer"], columns="setting", values=["mean", "std", "confidence"])
+    faa = faa.assign(approx=faa["approx"].fillna(False).astype(bool) if "approx" in faa else False)
+    wide = faa.pivot(index=["dataset", "method", "buffer"], columns="setting",
+                     values=["mean", "std", "confidence", "approx"])
     wide.columns = [f"{setting}_paper_{value}" for value, setting in wide.columns]
     return wide.reset_index().rename(columns={"dataset": "benchmark", "buffer": "buffer_size"})
 
@@ -147,17 +155,21 @@ def _has_reference(table: pd.DataFrame) -> bool:
 
 
 def _paper_cell(row, setting: str) -> str:
-    """The published value; NA where the reference lists the cell but its value is still unknown."""
+    """The published value; NA where the reference lists the cell but its value is still unknown, n/a where
+    the paper publishes no number, and "≈" before a value read off a plot."""
     paper = getattr(row, f"{setting}_paper_mean", float("nan"))
-    if _missing(paper) and getattr(row, f"{setting}_paper_confidence", None) == "missing":
-        return NOT_TRANSCRIBED
-    return format_mean_std(paper, getattr(row, f"{setting}_paper_std", float("nan")))
+    confidence = getattr(row, f"{setting}_paper_confidence", None)
+    if _missing(paper) and confidence in ("missing", "not_published"):
+        return NOT_TRANSCRIBED if confidence == "missing" else NOT_PUBLISHED
+    approx = getattr(row, f"{setting}_paper_approx", False)
+    approx = "≈" if not _missing(approx) and bool(approx) else ""
+    return approx + format_mean_std(paper, getattr(row, f"{setting}_paper_std", float("nan")))
 
 
-def _paper_cells(row, with_reference: bool) -> list[str]:
+def _paper_cells(row, with_reference: bool, settings, spread: str) -> list[str]:
     cells = []
-    for setting in PAPER_SETTINGS:
-        cells.append(format_mean_std(getattr(row, f"{setting}_faa_mean"), getattr(row, f"{setting}_faa_std")))
+    for setting in settings:
+        cells.append(format_mean_std(getattr(row, f"{setting}_faa_mean"), getattr(row, f"{setting}_faa_{spread}")))
         if with_reference:
             cells.append(_paper_cell(row, setting))
             diff = getattr(row, f"{setting}_diff", float("nan"))
@@ -165,52 +177,55 @@ def _paper_cells(row, with_reference: bool) -> list[str]:
     return cells
 
 
-def _paper_header(with_reference: bool) -> list[str]:
+def _paper_header(with_reference: bool, settings) -> list[str]:
     header = ["method", "buffer", "seeds"]
-    for label in PAPER_SETTINGS.values():
+    for label in (PAPER_SETTINGS[s] for s in settings):
         header += [f"{label} (ours)", f"{label} (paper)", "Δ"] if with_reference else [label]
     return header
 
 
-def experiment_markdown(table: pd.DataFrame, title: str) -> str:
+def experiment_markdown(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTINGS), spread: str = "std") -> str:
     with_reference = _has_reference(table)
-    header = _paper_header(with_reference)
-    lines = [f"# {title}", "", "Final average accuracy (%), mean ± std over seeds; – = no result."
-             + (" Paper values as published (see config/reference/ for source and confidence); Δ = ours − paper."
-                if with_reference else "")
-             + (f" {NOT_TRANSCRIBED} = a published value not transcribed yet." if with_reference else ""), ""]
+    header = _paper_header(with_reference, settings)
+    lines = [f"# {title}", "", f"Final average accuracy (%), mean ± {SPREADS[spread]} over seeds; – = no result."
+             + (" Paper values as published (see config/reference/ for source, confidence and whether ± is a std"
+                " or an SEM); Δ = ours − paper; ≈ = read off a plot." if with_reference else "")
+             + (f" {NOT_TRANSCRIBED} = a published value not transcribed yet; {NOT_PUBLISHED} = no number published."
+                if with_reference else ""), ""]
     for benchmark, rows in table.groupby("benchmark", sort=False):
         lines += [f"## {benchmark}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows.itertuples(index=False):
             lines.append("| " + " | ".join([row.run_name, str(row.buffer_size), _seeds_cell(row),
-                                            *_paper_cells(row, with_reference)]) + " |")
+                                            *_paper_cells(row, with_reference, settings, spread)]) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def experiment_latex(table: pd.DataFrame, title: str) -> str:
+def experiment_latex(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTINGS), spread: str = "std") -> str:
     with_reference = _has_reference(table)
-    header = _paper_header(with_reference)
+    header = _paper_header(with_reference, settings)
     tex = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
     lines = [rf"% {title}", r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", r"\toprule",
              " & ".join(map(tex, header)) + r" \\", r"\midrule"]
     for benchmark, rows in table.groupby("benchmark", sort=False):
         lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{tex(benchmark)}}}}} \\")
         for row in rows.itertuples(index=False):
-            cells = [row.run_name, row.buffer_size, _seeds_cell(row), *_paper_cells(row, with_reference)]
+            cells = [row.run_name, row.buffer_size, _seeds_cell(row), *_paper_cells(row, with_reference, settings, spread)]
             lines.append(" & ".join(map(tex, cells)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
 def write_experiment_table(runs_parquet, rows: list[dict], title: str, out_md, out_tex, out_csv,
-                           reference_csv=None) -> pd.DataFrame:
-    """The table of one experiment block as Markdown, LaTeX and CSV, written atomically."""
+                           reference_csv=None, settings=tuple(PAPER_SETTINGS), spread: str = "std") -> pd.DataFrame:
+    """The table of one experiment block as Markdown, LaTeX and CSV, written atomically: the accuracy
+    columns of `settings`, ± the `spread` over seeds (std or SEM)."""
     runs = read_table(runs_parquet, RUNS_SCHEMA)
     paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv or [])
     reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
-    table = experiment_table(runs, rows, reference)
-    for path, text in ((out_md, experiment_markdown(table, title)), (out_tex, experiment_latex(table, title))):
+    table = experiment_table(runs, rows, reference, spread)
+    for path, text in ((out_md, experiment_markdown(table, title, settings, spread)),
+                       (out_tex, experiment_latex(table, title, settings, spread))):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     with atomic_path(out_csv) as tmp:

@@ -4,7 +4,8 @@ def main(smk):
 
     with redirect_output(smk.log[0]):
         write_experiment_table(smk.input.runs, smk.params.rows, smk.params.title, smk.output.md, smk.output.tex,
-                               smk.output.csv, reference_csv=smk.input.reference)
+                               smk.output.csv, reference_csv=smk.input.reference,
+                               settings=smk.params.settings, spread=smk.params.spread)
 
 
 if "snakemake" in globals():
