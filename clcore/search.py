@@ -53,5 +53,5 @@ def best_point(table: pd.DataFrame, grid_keys) -> dict:
     means = table.groupby(list(grid_keys), sort=False)[metric].mean()
     best = means.idxmax()
     best = best if isinstance(best, tuple) else (best,)
-    return {**dict(zip(grid_keys, best)), metric: float(means.max())}
+    return {**{k: getattr(v, "item", lambda: v)() for k, v in zip(grid_keys, best)}, metric: float(means.max())}
 

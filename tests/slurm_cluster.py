@@ -326,6 +326,20 @@ class SlurmCluster:
             self.root = None
 
 
+def kill_processes_using(path: Path) -> list[int]:
+    """SIGKILL, by PID, every process whose command line names `path` (a cancelled job's inner snakemake can
+    outlive its step under proctrack/linuxproc); returns their PIDs."""
+    killed = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(proc.name) != os.getpid() and str(path) in proc.joinpath("cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+        except (OSError, ValueError):
+            pass
+    return killed
+
+
 def _rmdir(path: Path) -> None:
     try:
         path.rmdir()  # only if empty: someone else may have put files there meanwhile

@@ -119,3 +119,28 @@ def test_search_scores_every_grid_point_on_the_validation_split(prepared_dir, tm
     assert table[0] == "si_c,iters,seed,scenario,val_task_il_faa" and len(table) == 1 + 4
     runs = sorted(tmp_path.glob("seq-digits/gr_si/gr_si-task-h*/seed*/run.json"))
     assert len(runs) == 4 and {json.loads(p.read_text())["evaluated_on"] for p in runs} == {"validation"}
+
+
+def test_every_bir_hparam_entry_resolves_to_the_methods_fields():
+    """config/hparams/bir.yaml: registered names, known hyperparameters, per-scenario values that differ."""
+    from pathlib import Path
+
+    import yaml
+
+    from clcore.hparams import resolve
+    from clcore.methods import get_method
+
+    hparams = Path(__file__).resolve().parents[1] / "config/hparams"
+    table = yaml.safe_load((hparams / "bir.yaml").read_text())
+    for method, benchmarks in table.items():
+        if method.startswith("_"):
+            continue
+        cls, _ = get_method(method)
+        for benchmark in benchmarks:
+            for scenario in ("class", "task"):
+                values = resolve(method, benchmark, 200 if cls.uses_buffer else 0, {"scenario": scenario}, hparams)
+                assert values["class_order"] == "bir_seeded" and values["scenario"] == scenario
+                assert cls.artefacts_for(values) == (("bir_conv",) if values["conv"] == "pretrained" else ())
+    # [BIR] options.py: SI c = 1 (class) / 100 (task) on split CIFAR-100
+    assert resolve("gr_si", "seq-cifar100-bir", 0, {"scenario": "task"}, hparams)["si_c"] == 100.0
+    assert resolve("gr_si", "seq-cifar100-bir", 0, None, hparams)["si_c"] == 1.0

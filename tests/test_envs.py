@@ -13,7 +13,8 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted((REPO / "workflow/envs").glob("*.yaml"))
 CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
-DRIVER_ONLY = {"snakemake", "pygments"}  # run by Snakemake itself, not inside a job's env
+DRIVER_ONLY = {"snakemake", "pygments", "snakemake-executor-plugin-slurm"}  # Snakemake's side (the SLURM
+# jobstep re-runs Snakemake from the driver's environment), not inside a job's env
 
 
 def requirements() -> dict[str, Requirement]:

@@ -59,10 +59,13 @@ def test_default_dag_dry_run(tmp_path):
     out = snakemake(workdir(tmp_path), "-n", "-F", "--quiet", "rules")
     counts = job_counts(out.stdout)
     # baselines: 2 benchmarks x (6 buffer-free + 5 rehearsal methods) x 3 seeds = 66; SER: 4 methods x 3 seeds
-    # on seq-shapes-ser, and er_ace(_ser) x 3 seeds on its spurious variant = 18, each with a robust_eval
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 84, "collect": 1, "tables": 1, "figures": 12,
-                      "experiment_table": 4, "experiment_figure": 10, "pretrain_saliency": 1, "pseudo_saliency": 1,
-                      "robust_eval": 18, "robustness_table": 2}
+    # on seq-shapes-ser, and er_ace(_ser) x 3 seeds on its spurious variant = 18, each with a robust_eval;
+    # BI-R: seq-digits 10 class-IL + 4 task-IL methods, seq-shapes 3 methods, x 3 seeds = 51, Fig. 8 (seed 0)
+    # 7 new (bir is the main block's), exaggeration 3 new (bir_si too) = 61; figures: 2 per block, SER's saliency
+    # figure for its 2 blocks, the Fig. 8 bars and the per-task bars
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 84 + 61, "collect": 1, "tables": 1, "figures": 12,
+                      "experiment_table": 9, "experiment_figure": 2 * 9 + 2 + 2, "pretrain_saliency": 1,
+                      "pseudo_saliency": 1, "robust_eval": 18, "robustness_table": 2, "pretrain_bir_conv": 1}
 
 
 def small_config(**experiment):
@@ -154,18 +157,24 @@ def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):
 def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     wd = workdir(tmp_path)
     out = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
-    runs = set(re.findall(r"results/runs/(seq-[a-z0-9-]+)/([a-z_]+)/buf(\d+)/seed(\d+)/metrics\.parquet", out.stdout))
+    runs = set(re.findall(r"results/runs/(seq-[a-z0-9-]+)/([a-z_]+(?:-task)?)/buf(\d+)/seed(\d+)/metrics\.parquet",
+                          out.stdout))
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["experiments"]
     for exp in paper:  # every experiment's (benchmark, method, buffer, seed) is a training job
-        expected = {(b, m, str(buf), str(s)) for b in exp["benchmarks"] for m in exp["methods"]
+        suffix = "-task" if exp.get("scenario") == "task" else ""
+        expected = {(b, m + suffix, str(buf), str(s)) for b in exp["benchmarks"] for m in exp["methods"]
                     for buf in (exp["buffers"] if get_method(m)[0].uses_buffer else [0]) for s in exp["seeds"]}
         assert expected <= runs, (exp["id"], sorted(expected - runs)[:3])
     # DER Table 2: 2 datasets x 10 seeds x (5 buffer-free + 5 x 3 buffers); seq-cifar100: 5 x (2 + 5 x 2);
     # online ER-ACE: 5 seeds x 2 methods; SER (3 seeds): main tables 2 x 6 methods x 3 buffers, ablation 4 new
     # methods, frozen-saliency 1, spurious benchmark 4 (the clean and adversarial runs are the main tables')
     der, online, ser = 2 * 10 * (5 + 15) + 5 * (2 + 10), 5 * 2, 3 * (2 * 6 * 3 + 4 + 1 + 4)
-    assert job_counts(out.stdout)["train"] == len(runs) == der + online + ser
-    assert job_counts(out.stdout)["fetch_dataset"] == 3  # cifar10, cifar100, tinyimagenet: once each
+    # BI-R, 10 seeds on CIFAR-100: Fig. 6c 9, Fig. 6b 8, Fig. 8c and 8b 11 new each; 20 on MNIST: Fig. 3c and 3b
+    # 8 each; exaggeration: 6 new methods x 5 seeds (bir_si's seeds are Fig. 6c's)
+    bir = 10 * (9 + 8 + 11 + 11) + 20 * (8 + 8) + 6 * 5
+    assert job_counts(out.stdout)["train"] == len(runs) == der + online + ser + bir
+    assert job_counts(out.stdout)["pretrain_bir_conv"] == 1  # the conv layers on CIFAR-10, shared by every seed
+    assert job_counts(out.stdout)["fetch_dataset"] == 4  # mnist, cifar10, cifar100, tinyimagenet: once each
     assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG
 
 

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from clcore.errors import GpuOutOfMemoryError
 from clcore.results import load_metrics
-from slurm_cluster import SlurmCluster, Unavailable
+from slurm_cluster import SlurmCluster, Unavailable, kill_processes_using
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -199,6 +199,7 @@ def slurm_run(slurm, tmp_path_factory):
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=60)
+        kill_processes_using(wd)  # nothing of this test may outlive it
     for name, proc in procs.items():
         assert proc.returncode == 0, f"{name}:\n" + (commands[name][1] / "snakemake.out").read_text()[-6000:]
     return SimpleNamespace(wd=wd, local=local, output=(wd / "snakemake.out").read_text(), cancelled=cancelled,

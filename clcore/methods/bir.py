@@ -128,7 +128,8 @@ def si_accumulate(si: SIImportance, in_scope: list[bool]) -> None:
 
 
 def _adam(model, lr: float):
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.999))
+    # foreach: one multi-tensor kernel per update step instead of ~10 ops per parameter (same arithmetic)
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.999), foreach=True)
 
 
 class GenerativeReplay(ContinualMethod):
