@@ -1,5 +1,6 @@
 """Helpers shared by test modules (tests/ is on sys.path under pytest's default import mode)."""
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -16,3 +17,20 @@ def wait_for_checkpoint_writes(path: Path, writes: int, proc, timeout=120):
             return
         time.sleep(0.002)
     raise AssertionError(f"the run never wrote its checkpoint {writes} times")
+
+
+@contextlib.contextmanager
+def killed_at_task(monkeypatch, cls, index: int = 2):
+    """Within the block, `cls.begin_task` raises KeyboardInterrupt at task `index` (a simulated kill)."""
+    original = cls.begin_task
+
+    def begin_task(self, task):
+        if task.index == index:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, task)
+
+    monkeypatch.setattr(cls, "begin_task", begin_task)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(cls, "begin_task", original)

@@ -19,6 +19,7 @@ from clcore.methods.regularizers import SIImportance
 from clcore.results import load_metrics
 from clcore.scenarios import Task
 from clcore.train import run_training
+from helpers import killed_at_task
 
 LN4, LN2 = math.log(4.0), math.log(2.0)
 TINY = dict(iters=5, batch_size=8, fc_units=16, z_dim=4, lr=1e-3)
@@ -289,18 +290,8 @@ def test_resume_reproduces_the_next_accuracy_row(prepared_dir, tmp_path, monkeyp
     hparams_dir.mkdir()
     _train(prepared_dir, tmp_path / "ref", method, buffer_size, hparams_dir, **overrides)
     reference = load_metrics(tmp_path / "ref/metrics.parquet")
-    cls, _ = get_method(method)
-    original = cls.begin_task
-
-    def killed_in_third_task(self, task):
-        if task.index == 2:
-            raise KeyboardInterrupt("simulated kill")
-        original(self, task)
-
-    monkeypatch.setattr(cls, "begin_task", killed_in_third_task)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_task(monkeypatch, get_method(method)[0]), pytest.raises(KeyboardInterrupt):
         _train(prepared_dir, tmp_path / "run", method, buffer_size, hparams_dir, **overrides)
-    monkeypatch.setattr(cls, "begin_task", original)
     _train(prepared_dir, tmp_path / "run", method, buffer_size, hparams_dir, **overrides)
     resumed = load_metrics(tmp_path / "run/metrics.parquet")
     accuracy = lambda m: m[m.metric == "accuracy"].reset_index(drop=True)

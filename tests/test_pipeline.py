@@ -200,3 +200,21 @@ def test_downloads_run_in_the_fetch_rule_then_prepare(tmp_path):
     assert out.stdout.count("localrule fetch_dataset:") == 4  # the first try and `retries: 3`
     assert "md5 mismatch (expected " in (wd / "logs/fetch_dataset/mnist.log").read_text()
     assert not (wd / "resources/raw/mnist" / files[0].name).exists()
+
+
+def test_task_il_block_end_to_end_names_its_runs_and_reports_its_setting_with_sem(tmp_path):
+    """A BI-R task-IL block (bir.md §4.2): runs named <method>-task with the task values of the hparams table,
+    the block's table with only its task-IL column (± SEM), its Fig. 8 bars."""
+    tiny = {"iters": 20, "batch_size": 32}
+    config = small_config(methods=["gr_none", "bir"], seeds=[0, 1], scenario="task", settings=["task_il"],
+                          spread="sem", figures=["ablation_bars"], overrides={m: tiny for m in ("gr_none", "bir")})
+    config["experiments"][0].pop("buffers")
+    wd = workdir(tmp_path, config)
+    snakemake(wd, "results/tables/experiments/small.md", "results/figures/experiments/small_ablation_bars.png")
+    runs = sorted(p.relative_to(wd / "results/runs") for p in (wd / "results/runs").glob("*/*/buf0/seed*"))
+    assert {p.parts[1].partition("-h")[0] for p in runs} == {"gr_none-task", "bir-task"} and len(runs) == 4
+    info = json.loads((wd / "results/runs" / runs[0] / "run.json").read_text())
+    assert info["hparams"]["scenario"] == "task" and info["hparams"]["class_order"] == "bir_seeded"
+    table = (wd / "results/tables/experiments/small.md").read_text()
+    assert "Task-IL" in table and "Class-IL" not in table and "mean ± SEM over seeds" in table
+    assert (wd / "results/figures/experiments/small_ablation_bars.png").stat().st_size > 1000

@@ -15,6 +15,7 @@ from clcore.methods import get_method
 from clcore.results import METRICS_SCHEMA, accuracy_matrix, load_metrics
 from clcore.scenarios import BenchmarkSpec, Scenario, Task
 from clcore.train import evaluate, run_training
+from helpers import killed_at_task
 
 
 def train(prepared_dir, out, method, buffer_size=0, seed=0, benchmark="seq-digits", **overrides):
@@ -43,19 +44,9 @@ def test_outputs_and_schema(prepared_dir, tmp_path):
                                                 ("ewc_on", 0), ("joint", 0), ("er_ace", 50), ("lwf_mc", 0)])
 def test_resume_after_kill_equals_uninterrupted(prepared_dir, tmp_path, monkeypatch, method, buffer_size):
     reference = load_metrics(train(prepared_dir, tmp_path / "ref", method, buffer_size) and tmp_path / "ref/metrics.parquet")
-    cls, _ = get_method(method)
-    original = cls.begin_task
-
-    def killed_in_third_task(self, task):
-        if task.index == 2:
-            raise KeyboardInterrupt("simulated kill")
-        original(self, task)
-
-    monkeypatch.setattr(cls, "begin_task", killed_in_third_task)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_task(monkeypatch, get_method(method)[0]), pytest.raises(KeyboardInterrupt):
         train(prepared_dir, tmp_path / "run", method, buffer_size)
     assert (tmp_path / "run/checkpoint.pt").exists()
-    monkeypatch.setattr(cls, "begin_task", original)
     train(prepared_dir, tmp_path / "run", method, buffer_size)
     resumed = load_metrics(tmp_path / "run/metrics.parquet")
     accuracy = lambda m: m[m.metric == "accuracy"].reset_index(drop=True)
