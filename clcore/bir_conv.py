@@ -37,10 +37,8 @@ UPSTREAM_SHA256 = "02e44cf21681d2d1ece1b683bae9a1525cf794f73865a69e32af330bcb474
 
 def conv_classifier(in_channels: int, c0: int, fc_units: int, n_classes: int, in_size: int = 32) -> nn.Sequential:
     """[BIR] main_pretrain.py's model: convE, two fc layers with ReLU, a linear output layer."""
-    conv = ConvE(in_channels, c0)
-    with torch.no_grad():
-        n_features = conv(torch.zeros(1, in_channels, in_size, in_size)).numel()
-    return nn.Sequential(conv, nn.Flatten(), nn.Linear(n_features, fc_units), nn.ReLU(),
+    conv = ConvE(in_channels, c0, in_size)
+    return nn.Sequential(conv, nn.Flatten(), nn.Linear(conv.out_features, fc_units), nn.ReLU(),
                          nn.Linear(fc_units, fc_units), nn.ReLU(), nn.Linear(fc_units, n_classes))
 
 
