@@ -128,3 +128,16 @@ def load_metrics(path) -> pd.DataFrame:
 
 def run_dir(results_root, benchmark: str, run_name: str, buffer_size: int, seed: int) -> Path:
     return Path(results_root) / "runs" / benchmark / run_name / f"buf{buffer_size}" / f"seed{seed}"
+
+
+def block_entries(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """The entries of `df` (runs, accuracy or task metrics) that an experiment block asks for: its rows'
+    (benchmark, run_name, buffer_size) at the block's `seeds` (rows without `seeds`: every entry of the
+    block's benchmarks), so that a
+    run shared with a block of more seeds counts only at this block's seeds."""
+    df = df[df.benchmark.isin({r["benchmark"] for r in rows})]
+    if df.empty or any("seeds" not in r for r in rows):
+        return df
+    wanted = {(r["benchmark"], r["run_name"], int(r["buffer_size"]), int(s)) for r in rows for s in r["seeds"]}
+    keys = zip(df.benchmark, df.run_name, df.buffer_size.astype(int), df.seed.astype(int))
+    return df[[key in wanted for key in keys]]

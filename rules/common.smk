@@ -87,14 +87,13 @@ def experiment_ids():
 
 
 def experiment_rows(experiment):
-    """The (benchmark, method, run_name, buffer_size, n_seeds_expected) one experiment block asks for."""
-    counts = {}
-    for (benchmark, name, buffer, _), run in RUNS.items():
+    """The (benchmark, method, run_name, buffer_size, seeds, n_seeds_expected) one experiment block asks for."""
+    seeds = {}
+    for (benchmark, name, buffer, seed), run in RUNS.items():
         if experiment in run["experiments"]:
-            key = (benchmark, run["method"], name, buffer)
-            counts[key] = counts.get(key, 0) + 1
-    return [dict(benchmark=b, method=m, run_name=n, buffer_size=buf, n_seeds_expected=c)
-            for (b, m, n, buf), c in counts.items()]
+            seeds.setdefault((benchmark, run["method"], name, buffer), []).append(seed)
+    return [dict(benchmark=b, method=m, run_name=n, buffer_size=buf, seeds=s, n_seeds_expected=len(s))
+            for (b, m, n, buf), s in seeds.items()]
 
 
 def experiment_title(experiment):

@@ -2,6 +2,18 @@ import pytest
 import torch
 
 from clcore import data
+from helpers import SUMMARY
+
+
+def pytest_configure(config):
+    config.stash[SUMMARY] = []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.stash[SUMMARY]:
+        terminalreporter.section("summary lines from the tests")
+        for line in config.stash[SUMMARY]:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,10 @@ import contextlib
 import time
 from pathlib import Path
 
+import pytest
+
+SUMMARY = pytest.StashKey[list]()  # lines a test wants in the run's log (the SLURM test: its sbatch calls)
+
 
 def wait_for_checkpoint_writes(path: Path, writes: int, proc, timeout=120):
     """Block until `path` has been (re)written `writes` times (one write per finished task)."""

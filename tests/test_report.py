@@ -335,3 +335,14 @@ def test_final_task_accuracy_plots_each_task_after_the_last(experiment_tables, t
     assert write_experiment_figure("final_task_accuracy", *experiment_tables, PRESENT, "MC", png, pdf,
                                    options={"setting": "task_il", "spread": "sem"}) == []
     assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_block_counts_a_shared_run_only_at_its_own_seeds(tmp_path):
+    """derpp ran with seeds 0-2 for another block; a block asking for seed 0 only reports that seed."""
+    runs = _runs_frame()
+    write_table(runs[runs.benchmark == "seq-a"], RUNS_SCHEMA, tmp_path / "runs.parquet")
+    asked = [dict(benchmark="seq-a", method="derpp", run_name="derpp", buffer_size=200, seeds=[0], n_seeds_expected=1)]
+    out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
+    table = write_experiment_table(tmp_path / "runs.parquet", asked, "T", out["md"], out["tex"], out["csv"])
+    assert table.n_seeds.tolist() == [1] and table.class_il_faa_mean.tolist() == [60.0]
+    assert "| derpp | 200 | 1 | 60.00 |" in out["md"].read_text()

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from clcore.errors import GpuOutOfMemoryError
 from clcore.results import load_metrics
+from helpers import SUMMARY
 from slurm_cluster import SlurmCluster, Unavailable, kill_processes_using
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,8 +227,9 @@ def sbatch_calls(output: str) -> list[str]:
 
 
 @pytest.mark.slurm
-def test_training_runs_through_sbatch_with_gpus_only_on_train_jobs(slurm_run):
+def test_training_runs_through_sbatch_with_gpus_only_on_train_jobs(slurm_run, request):
     calls = sbatch_calls(slurm_run.output)
+    request.config.stash[SUMMARY] += [f"SLURM test: {call[:240]}" for call in calls]  # into the CI log
     # every run + the resubmission of the cancelled one; data preparation and collect stay on the submit host
     assert len(calls) == N_RUNS + 1, calls
     for call in calls:

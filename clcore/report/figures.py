@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
-from ..results import ACCURACY_SCHEMA, RUNS_SCHEMA, TASK_METRICS_SCHEMA, read_table  # noqa: E402
+from ..results import ACCURACY_SCHEMA, RUNS_SCHEMA, TASK_METRICS_SCHEMA, block_entries, read_table  # noqa: E402
 
 FIGURES = ("accuracy_matrix", "final_accuracy", "accuracy_curve")
 EXPERIMENT_FIGURES = ("accuracy_curve", "forgetting")
@@ -381,22 +381,17 @@ def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: lis
     `options`: setting (class_il | task_il: the block's training scenario), spread (std | sem), chance
     ({benchmark: %}). Returns the rows drawn as missing."""
     if kind == SALIENCY_FIGURE:
-        benchmarks = {r["benchmark"] for r in rows}
-        runs = read_table(runs_parquet, RUNS_SCHEMA)
-        accuracy, task_metrics = (read_table(p, schema) for p, schema in
+        runs = block_entries(read_table(runs_parquet, RUNS_SCHEMA), rows)
+        accuracy, task_metrics = (block_entries(read_table(p, schema), rows) for p, schema in
                                   ((accuracy_parquet, ACCURACY_SCHEMA), (task_metrics_parquet, TASK_METRICS_SCHEMA)))
-        _save(experiment_saliency(runs, accuracy[accuracy.benchmark.isin(benchmarks)],
-                                  task_metrics[task_metrics.benchmark.isin(benchmarks)], rows, title), out_png, out_pdf)
-        return missing_rows(runs[runs.benchmark.isin(benchmarks)], rows)
+        _save(experiment_saliency(runs, accuracy, task_metrics, rows, title), out_png, out_pdf)
+        return missing_rows(runs, rows)
     if kind not in _EXPERIMENT_PLOTS:
         raise ValueError(f"unknown experiment figure '{kind}'; choose one of "
                          f"{', '.join((*EXPERIMENT_FIGURES, *OPTIONAL_EXPERIMENT_FIGURES))}")
     if not rows:
         raise ValueError(f"experiment '{title}' asks for no runs")
-    benchmarks = {r["benchmark"] for r in rows}
-    runs = read_table(runs_parquet, RUNS_SCHEMA)
-    runs = runs[runs.benchmark.isin(benchmarks)]
-    accuracy = read_table(accuracy_parquet, ACCURACY_SCHEMA)
-    accuracy = accuracy[accuracy.benchmark.isin(benchmarks)]
+    runs = block_entries(read_table(runs_parquet, RUNS_SCHEMA), rows)
+    accuracy = block_entries(read_table(accuracy_parquet, ACCURACY_SCHEMA), rows)
     _save(_EXPERIMENT_PLOTS[kind](runs, accuracy, rows, title, **(options or {})), out_png, out_pdf)
     return missing_rows(runs, rows)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_path
-from ..results import RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, read_table
+from ..results import RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, block_entries, read_table
 
 KEYS = ["benchmark", "run_name", "buffer_size"]
 ORDER = ["benchmark", "buffer_size", "run_name"]
@@ -122,8 +122,9 @@ def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFra
     n_seeds_expected): our FAA mean ± std per setting (and `<setting>_faa_sem` = std/√n when `spread` is
     "sem") and, where `reference` has it, the published mean, its ± as published, confidence and
     ours − published. A run without results keeps NaN (shown as missing)."""
+    runs = block_entries(runs, rows)
     ours = summary_table(runs) if len(runs) else pd.DataFrame(columns=KEYS + ["n_seeds"])
-    table = pd.DataFrame(rows).merge(ours, on=KEYS, how="left")
+    table = pd.DataFrame(rows).drop(columns="seeds", errors="ignore").merge(ours, on=KEYS, how="left")
     table["n_seeds"] = table.n_seeds.fillna(0).astype(int)
     for setting in PAPER_SETTINGS:
         for col in (f"{setting}_faa_mean", f"{setting}_faa_std"):
