@@ -61,9 +61,9 @@ def test_default_dag_dry_run(tmp_path):
     # baselines: 2 benchmarks x (6 buffer-free + 5 rehearsal methods) x 3 seeds = 66; SER: 4 methods x 3 seeds
     # on seq-shapes-ser, and er_ace(_ser) x 3 seeds on its spurious variant = 18, each with a robust_eval;
     # BI-R: seq-digits 6 class-IL + 2 task-IL methods, seq-shapes 3 methods, x 3 seeds = 33, Fig. 8 (seed 0)
-    # 4 new (bir is the main block's), exaggeration 1 new (bir_si too) = 38; figures: 2 per block, SER's saliency
+    # 3 new (bir is the main block's), exaggeration 1 new (bir_si too) = 37; figures: 2 per block, SER's saliency
     # figure for its 2 blocks, the Fig. 8 bars and the per-task bars
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 84 + 38, "collect": 1, "tables": 1, "figures": 12,
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 84 + 37, "collect": 1, "tables": 1, "figures": 12,
                       "experiment_table": 9, "experiment_figure": 2 * 9 + 2 + 2, "pretrain_saliency": 1,
                       "pseudo_saliency": 1, "robust_eval": 18, "robustness_table": 2, "pretrain_bir_conv": 1}
 
