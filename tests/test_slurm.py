@@ -229,7 +229,8 @@ def sbatch_calls(output: str) -> list[str]:
 @pytest.mark.slurm
 def test_training_runs_through_sbatch_with_gpus_only_on_train_jobs(slurm_run, request):
     calls = sbatch_calls(slurm_run.output)
-    request.config.stash[SUMMARY] += [f"SLURM test: {call[:240]}" for call in calls]  # into the CI log
+    request.config.stash[SUMMARY] += [  # into the CI log, without the long paths and the wrapped command
+        "SLURM test: " + re.sub(r" (--output|-D) \S+| --job-name \S+| --wrap=.*", "", call) for call in calls]
     # every run + the resubmission of the cancelled one; data preparation and collect stay on the submit host
     assert len(calls) == N_RUNS + 1, calls
     for call in calls:
