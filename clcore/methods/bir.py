@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.bir_vae import BIRVAE
+from ..scenarios import CLASS_ORDERS
 from . import register
 from .base import ContinualMethod, Hparams, LossLog
 from .regularizers import SIImportance
@@ -54,7 +55,7 @@ class GRConfig(Hparams):
     taskil_gate_global: bool = False   # task-IL current-data gate from the global label (upstream: within-task); §8.4
 
 
-_CHOICES = {"scenario": ("class", "task"), "class_order": ("bir_seeded", "identity"),
+_CHOICES = {"scenario": ("class", "task"), "class_order": CLASS_ORDERS,
             "conv": ("none", "pretrained", "scratch"), "prior": ("standard", "gmm"), "recon_loss": ("bce", "mse"),
             "si_scope": ("encoder_classifier", "all"), "kl_divisor": ("input", "features"),
             "replay_gate": ("teacher", "sampled_class")}
