@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+from clcore.pipeline import experiment_blocks
+
+config["experiments"] = experiment_blocks(config)  # with the blocks of the config's `experiment_files`
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -15,8 +18,8 @@ report: "workflow/report/workflow.rst"
 
 
 wildcard_constraints:
-    dataset=r"[a-z0-9-]+",
-    method=r"[a-z0-9_]+(-task)?(-h[0-9a-f]{8})?",
+    benchmark=r"[a-z0-9-]+",
+    run=r"[a-z0-9_]+(-task)?(-h[0-9a-f]{8})?",
     buffer=r"\d+",
     seed=r"\d+",
     prepared=r"[a-z0-9-]+(@[0-9]+x[0-9]+)?",
@@ -28,10 +31,11 @@ wildcard_constraints:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
-include: "rules/saliency.smk"
-include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/collect.smk"
+# the pretrained inputs and extra evaluations of the method families
+include: "rules/ser.smk"
+include: "rules/bir.smk"
 
 
 localrules:
@@ -53,7 +57,7 @@ rule all:
         TABLES / "accuracy.parquet",
         TABLES / "summary.md",
         TABLES / "summary.csv",
-        figure_targets(),
-        experiment_table_targets(),
-        robustness_table_targets(),
-        experiment_figure_targets(),
+        PIPELINE.figure_targets(FIGURE_DIR),
+        PIPELINE.experiment_table_targets(TABLES),
+        PIPELINE.robustness_table_targets(TABLES),
+        PIPELINE.experiment_figure_targets(FIGURE_DIR),

@@ -4,7 +4,7 @@ For each method the bench times (a) the bare backbone step (forward + cross-entr
 optimiser step on one ready-made stream batch) and (b) one full `observe` step in task 2 with the
 buffer filled to capacity (stream augmentation, replay sampling and augmentation, every pass, buffer
 insertion). `overhead_ratio = method step / (expected passes × backbone step)` is the cost of
-everything that is not forward/backward (performance.md §5).
+everything that is not forward/backward (docs/protocol.md#clcore-bench).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .device import describe, pick_device
-from .hparams import resolve
-from .methods import get_method, make_hparams
+from .hparams import make_hparams, resolve
+from .methods import get_method
 from .scenarios import Scenario, get_benchmark
 from .train import build_method
 

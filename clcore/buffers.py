@@ -6,7 +6,12 @@ Images are stored non-augmented as uint8 and augmented when sampled. `num_seen` 
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
+
+Selection = Literal["herding", "random"]  # how ClassBalancedBuffer picks exemplars
 
 
 class ReservoirBuffer:
@@ -98,9 +103,9 @@ class ClassBalancedBuffer:
     new class by herding on the given features (or uniformly at random).
     """
 
-    def __init__(self, capacity: int, device, generator: torch.Generator, selection: str = "herding"):
-        if selection not in ("herding", "random"):
-            raise ValueError(f"selection must be 'herding' or 'random', not {selection!r}")
+    def __init__(self, capacity: int, device, generator: torch.Generator, selection: Selection = "herding"):
+        if selection not in typing.get_args(Selection):
+            raise ValueError(f"selection must be one of {typing.get_args(Selection)}, not {selection!r}")
         self.capacity, self.device, self.generator, self.selection = capacity, torch.device(device), generator, selection
         self.x = self.y = None
 

@@ -1,4 +1,4 @@
-"""The `clcore` command line: list, prepare, train, collect, tables, figures, bench."""
+"""The `clcore` command line: list, hparams, prepare, fetch, train, pretrain, search, collect, bench."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 
 from .errors import CLError, gpu_oom_as_error
 
-EMBEDDED_HASHES = "config/reference/embedded_hashes.json"  # datasets.md §6: bytes on the reference platform
+EMBEDDED_HASHES = "config/reference/embedded_hashes.json"  # docs/datasets.md#reproducibility-of-generated-data
 
 
 class Group(click.Group):
@@ -60,20 +60,39 @@ def list_(what):
     """List registered methods, benchmarks, prepared datasets or backbones."""
     from .backbones import BACKBONES
     from .data import PREPARERS
-    from .methods import get_method, method_names
+    from .methods import family_of, get_method, method_names
     from .scenarios import BENCHMARKS
 
     if what == "methods":
         for name in method_names():
             cls, defaults = get_method(name)
             extra = f" ({', '.join(f'{k}={v}' for k, v in defaults.items())})" if defaults else ""
-            click.echo(f"{name:12s} {cls.__module__}.{cls.__name__}{extra}{'  [buffer]' if cls.uses_buffer else ''}")
+            click.echo(f"{name:20s} {family_of(name).name:10s} {cls.__name__}{extra}"
+                       f"{'  [buffer]' if cls.uses_buffer else ''}")
     elif what == "benchmarks":
         for name, spec in BENCHMARKS.items():
             click.echo(f"{name:12s} {spec.prepared}: {spec.n_tasks} tasks x {spec.classes_per_task} classes, "
                        f"{spec.backbone} {spec.backbone_options or ''}")
     else:
         click.echo("\n".join(PREPARERS if what == "datasets" else BACKBONES))
+
+
+@main.command()
+@click.option("--benchmark", "-b", required=True, help="e.g. seq-shapes (see `clcore list benchmarks`).")
+@click.option("--method", "-m", required=True, help="e.g. derpp (see `clcore list methods`).")
+@click.option("--buffer", "buffer_size", type=int, default=0, show_default=True, help="Buffer size (0 = none).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter.")
+@click.option("--hparams-dir", default="config/hparams", show_default=True)
+def hparams(benchmark, method, buffer_size, overrides, hparams_dir):
+    """The resolved hyperparameters of one run and, for each, the layer that set it."""
+    from .hparams import resolve_with_sources, run_name
+
+    overrides = parse_overrides(overrides)
+    values, sources = resolve_with_sources(method, benchmark, buffer_size, overrides, hparams_dir, "--set")
+    click.echo(f"{benchmark} / {run_name(method, overrides)} / buffer {buffer_size}")
+    width = max(map(len, values))
+    for key, value in values.items():
+        click.echo(f"  {key:{width}s}  {value!r:24s}  {sources[key]}")
 
 
 @main.command()
@@ -140,7 +159,7 @@ def train(benchmark, method, buffer_size, seed, overrides, prepared_dir, results
     from .train import run_training
 
     overrides = parse_overrides(overrides)
-    hparams = resolve(method, benchmark, buffer_size, overrides, hparams_dir)
+    hparams = resolve(method, benchmark, buffer_size, overrides, hparams_dir, "--set")
     prepare_dataset(get_benchmark(benchmark).prepared, prepared_dir)
     name = run_name(method, overrides)
     out = run_dir(results_dir, benchmark, name, buffer_size, seed)
@@ -167,19 +186,17 @@ def pretrain():
 @click.option("--device", default="auto", show_default=True)
 def pretrain_bir_conv_command(source, prepared_dir, out_dir, upstream_from, device):
     """The BI-R family's conv layers (rule pretrain_bir_conv): SOURCE is shapes (embedded) or cifar10."""
-    from .bir_conv import pretrain_bir_conv, upstream_conv
     from .data import prepare as prepare_dataset
     from .errors import lookup
-    from .scenarios import BIR_CONV_PRETRAINING
+    from .methods.bir import CONV_PRETRAINING, conv_file, pretrain_conv, upstream_conv
 
-    recipe = lookup("BI-R conv pretraining", BIR_CONV_PRETRAINING, source)
-    tag = "upstream" if upstream_from else recipe.tag
-    out = Path(out_dir or Path("results/pretrained/bir_conv") / source / tag)
+    recipe = lookup("BI-R conv pretraining", CONV_PRETRAINING, source)
+    out = Path(out_dir or (Path("results") / conv_file(source, upstream=bool(upstream_from))).parent)
     if upstream_from:
         record = upstream_conv(upstream_from, out)
     else:
         prepare_dataset(recipe.prepared, prepared_dir)
-        record = pretrain_bir_conv(recipe, prepared_dir, out, device=device)
+        record = pretrain_conv(recipe, prepared_dir, out, device=device)
     click.echo(f"{out / 'conv.pt'}: sha256 {record['sha256']}"
                + (f", val accuracy {record['val_accuracy']:.2f}" if "val_accuracy" in record else ""))
 

@@ -1,9 +1,9 @@
 """Which device a run trains on, and the GPU slot allocator for several runs per GPU on one machine.
 
 Snakemake sets no CUDA_VISIBLE_DEVICES locally; `--resources gpu=N` only caps how many GPU jobs run at
-once. `acquire` gives each job its own GPU slot through lock files (pipeline.md §10): slot s of
-D devices x k slots per device is `<lock_dir>/gpu<d>-slot<j>.lock`, d = devices[s // k], held with an
-exclusive `flock` for the life of the process, so the kernel frees it when the job ends or crashes.
+once. `acquire` gives each job its own GPU slot through lock files (README.md#gpus-on-one-workstation):
+slot s of D devices x k slots per device is `<lock_dir>/gpu<d>-slot<j>.lock`, d = devices[s // k], held
+with an exclusive `flock` for the life of the process, so the kernel frees it when the job ends or crashes.
 It must run before CUDA is initialised in the process."""
 
 from __future__ import annotations

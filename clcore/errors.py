@@ -31,9 +31,9 @@ class DatasetMissingError(CLError):
     @classmethod
     def manual(cls, dataset: str, needed_by: str, searched, found: dict[str, str], layout: str, obtain: str,
                retry: str) -> "DatasetMissingError":
-        """The six-part message of datasets.md §3, in its order: who needed what, what the searched
-        folder holds, the expected tree, where to get the files, the retry command, and the reminder
-        that the default config needs no download."""
+        """The six-part message of docs/datasets.md#the-missing-data-message, in its order: who needed
+        what, what the searched folder holds, the expected tree, where to get the files, the retry command,
+        and the reminder that the default config needs no download."""
         from pathlib import Path
 
         state = [f"    {item}: {what}" for item, what in found.items()] or ["    (the folder does not exist)"]

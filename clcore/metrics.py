@@ -3,7 +3,7 @@
 `acc[t, i]` is the accuracy (percent) on task i after training task t; every task is evaluated after
 every task, so entries above the diagonal (i > t) are the forward-transfer probes. `r[i]` is the
 accuracy of the randomly initialised network on task i. Aggregates are means of per-task accuracies,
-not sample-weighted (Mammoth, baselines.md fidelity note 13).
+not sample-weighted (Mammoth; docs/baselines.md#accuracy-aggregation).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Schemas are versioned through the `schema_version` metadata key. Per-run files carry no identity
 columns (benchmark, method, buffer, seed live in the run's path and run.json); `collect` adds them
-once, with explicit types (pipeline.md §14).
+once, with explicit types (docs/protocol.md#schemas-and-versions).
 """
 
 from __future__ import annotations
@@ -141,3 +141,25 @@ def block_entries(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     wanted = {(r["benchmark"], r["run_name"], int(r["buffer_size"]), int(s)) for r in rows for s in r["seeds"]}
     keys = zip(df.benchmark, df.run_name, df.buffer_size.astype(int), df.seed.astype(int))
     return df[[key in wanted for key in keys]]
+
+
+# SER's robustness studies (clcore/methods/ser/attacks.py): one row per (run, attack, eps, sal_grad, setting)
+ROBUST_SCHEMA = pa.schema(
+    [
+        pa.field("benchmark", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("run_name", pa.string(), nullable=False),
+        pa.field("buffer_size", pa.int32(), nullable=False),
+        pa.field("seed", pa.int32(), nullable=False),
+        pa.field("attack", pa.string(), nullable=False),          # clean | fgsm | pgd | conflict
+        pa.field("eps", pa.float64(), nullable=False),            # L∞ radius on [0,1] pixels; 0 for clean/conflict
+        pa.field("sal_grad", pa.string(), nullable=False),        # through | stop (SER attacks) | n/a
+        pa.field("attack_setting", pa.string(), nullable=False),  # class | task (loss the attack ascends) | n/a
+        pa.field("images", pa.string(), nullable=False),          # stratified (attack subset) | all (test set)
+        pa.field("setting", pa.string(), nullable=False),         # class_il | task_il
+        pa.field("accuracy", pa.float64()),                       # %
+        pa.field("n_images", pa.int32(), nullable=False),
+    ],
+    metadata={"schema_version": SCHEMA_VERSION},
+)
+

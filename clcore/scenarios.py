@@ -6,8 +6,10 @@ evaluation masks the logits outside the evaluated task's classes.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,19 +32,14 @@ class BenchmarkSpec:
     hflip: bool = False
     mean: tuple | None = None  # None: the train split's statistics from meta.json
     std: tuple | None = None
-    # protocol defaults a method's hyperparameters start from (baselines.md §5)
+    # protocol defaults a method's hyperparameters start from (docs/protocol.md#layers)
     n_epochs: int = 1
     batch_size: int = 32
     lr_milestones: tuple[int, ...] = ()  # epochs of the task at which lr *= 0.1 (restarted every task)
-    channels_last: bool = False  # memory layout of conv weights (performance.md R7); rounding-level numerics only
+    channels_last: bool = False  # conv weight layout, rounding-level effect (docs/protocol.md#channels-last)
     reset_optimizer_each_task: bool = False
     test_split: str = "test"
     spurious_fraction: float = 0.0  # share of training images carrying a class signature (shapes only)
-    saliency: str | None = None  # key of SALIENCY_PRETRAINING: the predictor SER runs on this benchmark use
-    # SER's target maps: "pseudo" (the pretrained predictor's maps, rule pseudo_saliency: the paper's
-    # pipeline, ser.md §4) or "shipped" (the dataset's own `sal` field)
-    saliency_targets: str = "pseudo"
-    bir_conv: str | None = None  # key of BIR_CONV_PRETRAINING: the conv layers BI-R-family runs load (bir.md §4.4)
 
     @property
     def n_classes(self) -> int:
@@ -53,68 +50,20 @@ class BenchmarkSpec:
                 "channels_last": self.channels_last}
 
 
-@dataclass(frozen=True)
-class SaliencyPretraining:
-    """Where and how rule pretrain_saliency trains SER's saliency predictor (ser.md §4-5) [OURS]."""
-    prepared: str
-    train_split: str
-    val_split: str
-    nf: int                    # the classifier's width: SER multiplies taps of equal shape
-    widths: tuple[int, ...]    # decoder (d1, d2, d3)
-    epochs: int
-    batch_size: int
-    # the normalisation of the SER benchmarks it serves (they feed S their own normalised images);
-    # None = the dataset's computed train statistics, as the embedded seq-shapes-ser uses
-    normalization: dict | None = None
-
-
-@dataclass(frozen=True)
-class ConvPretraining:
-    """Where and how rule pretrain_bir_conv trains the conv layers of the BI-R family (bir.md §4.4): a
-    classifier convE + fc(units, units) + linear, cross-entropy, Adam, crop with symmetric padding + flip."""
-    prepared: str
-    train_split: str
-    val_split: str
-    c0: int                    # convE channels c0, 2c0, ..., 16c0: must equal the runs' `c0`
-    fc_units: int
-    epochs: int
-    batch_size: int
-    lr: float
-    mean: tuple | None = None  # None: the train split's own statistics
-    std: tuple | None = None
-
-    @property
-    def tag(self) -> str:
-        return f"e{self.epochs}"
-
-
-CIFAR10_NORMALIZATION = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}  # [BIR] data/available.py
-BIR_CONV_PRETRAINING = {
-    # [BIR] create_figures.sh / main_pretrain.py: 100 epochs of batch 256 at Adam 1e-4 on CIFAR-10
-    "cifar10": ConvPretraining("cifar10", "train", "test", 16, 2000, 100, 256, 1e-4, **CIFAR10_NORMALIZATION),
-    # embedded (bir.md §5.2): the shapes auxiliary categories, disjoint from the CL stream
-    "shapes": ConvPretraining("shapes", "aux_train", "aux_test", 8, 256, 20, 64, 1e-3),
-}
-
-# ImageNet subsets, SALICON (UNISAL) and CORe50 (datasets.md §4)
+# ImageNet subsets, SALICON (UNISAL) and CORe50 (docs/protocol.md#normalisation)
 IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-SALIENCY_PRETRAINING = {
-    "salicon@288x384": SaliencyPretraining("salicon@288x384", "train", "val", 64, (256, 128, 64), 30, 16,
-                                           IMAGENET_NORMALIZATION),
-    "shapes": SaliencyPretraining("shapes", "aux_train", "aux_test", 8, (32, 16, 8), 10, 32),  # embedded
-}
 
 _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "legacy_square"},
-                   mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8,
-                   saliency="salicon@288x384")
-# seq-shapes for SER (ser.md §5 embedded): no augmentation (the target maps are not augmented with the
-# images), batch 8, one pass as in the paper's online protocol. The spec's 2 epochs put the embedded
-# default at 20.2 min on 2 cores (limit 20); one pass brings it under, see config/hparams/ser.yaml.
-_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, channels_last=True,
-                   saliency="shapes")
+                   mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8)
+# seq-shapes for SER (docs/ser.md#embedded-benchmark-protocol): no augmentation (the target maps are not
+# augmented with the images), batch 8, one pass as in the paper's online protocol. Two epochs put the
+# embedded default at 20.2 min on 2 cores (limit 20); one pass brings it under, see config/hparams/ser.yaml
+# and docs/ser.md#embedded-epochs-and-learning-rate.
+_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, channels_last=True)
 
 BENCHMARKS = {
-    # Mammoth protocols (baselines.md §5.1, `datasets/seq_*.py` @d75fe5f); test transform = normalise only.
+    # Mammoth protocols (docs/protocol.md#mammoth-protocols, `datasets/seq_*.py` @d75fe5f); test transform =
+    # normalise only.
     "seq-cifar10": BenchmarkSpec("seq-cifar10", "cifar10", 5, 2, "resnet18", {"nf": 64}, crop_padding=4, hflip=True,
                                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615),
                                  n_epochs=50, batch_size=32),
@@ -126,8 +75,8 @@ BENCHMARKS = {
     "seq-tinyimg": BenchmarkSpec("seq-tinyimg", "tinyimagenet", 10, 20, "resnet18", {"nf": 64}, crop_padding=4,
                                  hflip=True, mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821),
                                  n_epochs=100, batch_size=32),
-    # SER (ser.md §3, §5): 20 tasks of 5 classes at 288x384, one pass, batch 8, no augmentation,
-    # ImageNet normalisation, Mammoth's square pooling kernel (option pool: global fixes it).
+    # SER (docs/protocol.md#ser-protocols): 20 tasks of 5 classes at 288x384, one pass, batch 8, no
+    # augmentation, ImageNet normalisation, Mammoth's square pooling kernel (option pool: global fixes it).
     "seq-fgimagenet": BenchmarkSpec("seq-fgimagenet", "fg-imagenet@288x384", 20, 5, **_SER_IMAGES),
     "seq-miniimagenet": BenchmarkSpec("seq-miniimagenet", "mini-imagenet@288x384", 20, 5, **_SER_IMAGES),
     "seq-miniimagenet-spurious": BenchmarkSpec("seq-miniimagenet-spurious", "mini-imagenet@288x384", 20, 5,
@@ -139,18 +88,20 @@ BENCHMARKS = {
     # batch 10, no augmentation, reduced ResNet-18 (nf 20), its odd normalisation (mean .5, std 2).
     "seq-cifar10-online": BenchmarkSpec("seq-cifar10-online", "cifar10", 5, 2, "resnet18", {"nf": 20},
                                         mean=(0.5, 0.5, 0.5), std=(2.0, 2.0, 2.0), n_epochs=1, batch_size=10),
-    # WSCL "Tiny-ImageNet 1/2" (wscl.md §5): labels 0-99 in 5 tasks of 20; labels 100-199 are left out of
-    # the tasks (WSCL's dream set). E = 10 epochs, WSCL's best_args value for every method.
+    # WSCL "Tiny-ImageNet 1/2" (docs/protocol.md#wscl-seq-tinyimg-half): labels 0-99 in 5 tasks of 20;
+    # labels 100-199 are left out of the tasks (WSCL's dream set). E = 10 epochs, WSCL's best_args value for
+    # every method.
     "seq-tinyimg-half": BenchmarkSpec("seq-tinyimg-half", "tinyimagenet", 5, 20, "resnet18", {"nf": 64},
                                       crop_padding=4, hflip=True, mean=(0.4802, 0.4480, 0.3975),
                                       std=(0.2770, 0.2691, 0.2821), n_epochs=10, batch_size=32),
-    # BI-R protocols (bir.md §5.1, [BIR] data/available.py): split MNIST 5x2 in [0, 1]; split CIFAR-100
-    # 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own class order.
+    # BI-R protocols (docs/protocol.md#bi-r-protocols, [BIR] data/available.py): split MNIST 5x2 in [0, 1];
+    # split CIFAR-100 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own
+    # class order.
     "seq-mnist": BenchmarkSpec("seq-mnist", "mnist", 5, 2, "mlp", mean=(0.0,), std=(1.0,)),
     "seq-cifar100-bir": BenchmarkSpec("seq-cifar100-bir", "cifar100", 10, 10, "resnet18", {"nf": 64},
-                                      mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2761), bir_conv="cifar10"),
-    # Embedded adaptations of the Mammoth protocols (baselines.md §5.3) [OURS].
-    # seq-digits: 20 epochs, not 5 (deviation from baselines.md §5.3): a task has 288 images, i.e. 18
+                                      mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2761)),
+    # Embedded adaptations of the Mammoth protocols (docs/protocol.md#embedded-adaptations) [OURS].
+    # seq-digits: 20 epochs, not 5 (docs/baselines.md#seq-digits-epochs): a task has 288 images, i.e. 18
     # steps per epoch, and at 5 epochs the lr-0.03 methods (DER, DER++) stop far from convergence.
     "seq-digits": BenchmarkSpec("seq-digits", "digits", 5, 2, "mlp", n_epochs=20, batch_size=16),
     # seq-shapes: the last of the 5 epochs of every task runs at lr/10 (the shape of seq-cifar100's
@@ -159,9 +110,9 @@ BENCHMARKS = {
     # test accuracy with the running statistics, 92 % with statistics recomputed on the train set).
     # Channels-last conv weights make the CPU step 1.5x faster (oneDNN's blocked kernels).
     "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
-                                n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True, bir_conv="shapes"),
+                                n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True),
     # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
-    # (datasets.md §6.2; our stand-in for SER's unpublished signature protocol).
+    # (docs/datasets.md#spurious-class-signatures; our stand-in for SER's unpublished signature protocol).
     "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},
                                          crop_padding=4, hflip=True, n_epochs=5, batch_size=32,
                                          lr_milestones=(4,), channels_last=True, spurious_fraction=1.0),
@@ -173,24 +124,26 @@ def get_benchmark(name: str) -> BenchmarkSpec:
 
 
 def with_signatures(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
-    """A copy of x where a `fraction` of the rows (fixed by `seed`) carry their class's signature."""
+    """A copy of x where a `fraction` of the rows (fixed by `seed`) carry their class's signature
+    (docs/ser.md#spurious-feature-signature)."""
     from .data.shapes import signature_patch
 
     rows = np.flatnonzero(np.random.default_rng(seed).random(x.shape[0]) < fraction)
-    size = max(2, round(0.125 * min(x.shape[2:])))  # 4 px at 32x32, 36 px at 288x384 (ser.md §4)
+    size = max(2, round(0.125 * min(x.shape[2:])))  # 4 px at 32x32, 36 px at 288x384
     patch = torch.from_numpy(signature_patch(y[rows].cpu().numpy(), size)).to(x.device)
     x = x.clone()
     x[torch.from_numpy(rows).to(x.device), :, : patch.shape[2], : patch.shape[3]] = patch
     return x
 
 
-CLASS_ORDERS = ("identity", "bir_seeded")
+ClassOrder = Literal["identity", "bir_seeded"]
+CLASS_ORDERS = typing.get_args(ClassOrder)
 
 
 def class_permutation(order: str, spec: BenchmarkSpec, seed: int) -> np.ndarray | None:
     """p with y' = p[y], or None for the dataset's own order. `bir_seeded` is [BIR] data/load.py's
     `np.random.RandomState(seed).permutation(n_classes)`, except that split MNIST keeps the identity
-    for seeds below 10 as upstream does (bir.md §8 item 10); the embedded data always permutes."""
+    for seeds below 10 as upstream does (docs/bir.md#mnist-identity-order); the embedded data always permutes."""
     if order not in CLASS_ORDERS:
         raise ValueError(f"class_order must be one of {CLASS_ORDERS}, not {order!r}")
     if order == "identity" or (spec.prepared == "mnist" and seed < 10):
@@ -246,8 +199,9 @@ class Scenario:
         self.class_task = torch.arange(spec.n_classes, device=self.device) // c
 
     def _hold_out_validation(self, fraction: float = 0.1, seed: int = 100) -> None:
-        """Replace the test data by a random `fraction` of the training rows (fixed by `seed`, bir.md §5.2),
-        which training then never sees: hyperparameter searches select on it, not on the test set."""
+        """Replace the test data by a random `fraction` of the training rows (fixed by `seed`;
+        docs/protocol.md#clcore-search), which training then never sees: hyperparameter searches select on it,
+        not on the test set."""
         order = torch.from_numpy(np.random.RandomState(seed).permutation(self.train_y.shape[0])).to(self.device)
         held, kept = order[: round(fraction * len(order))], order[round(fraction * len(order)):]
         self.test_x, self.test_y = self.train_x[held], self.train_y[held]
@@ -260,17 +214,18 @@ class Scenario:
         keep = fields["y"] < self.spec.n_classes
         return (fields if bool(keep.all()) else {name: value[keep] for name, value in fields.items()}), keep
 
-    def use_pseudo_saliency(self, folder) -> None:
-        """Train and test on the pseudo maps in `folder` (rule pseudo_saliency); the dataset's own maps
-        stay available as `sal_true`, so the runs can also be scored against them."""
+    def replace_field(self, name: str, folder, keep_original_as: str | None = None) -> None:
+        """Read the per-sample field `name` of both splits from `<folder>/<split>.<name>.npy` (arrays in the
+        prepared dataset's row order, e.g. SER's pseudo maps); the dataset's own field stays available as
+        `keep_original_as`."""
         if self.validation:
-            raise ValueError("pseudo saliency maps are not available on a held-out validation split")
+            raise ValueError(f"a replaced field ('{name}') is not available on a held-out validation split")
         for split, fields, keep in (("train", self.train_fields, self._train_rows),
                                     (self.spec.test_split, self.test_fields, self._test_rows)):
-            pseudo = torch.from_numpy(np.load(Path(folder) / f"{split}.sal.npy")).to(self.device)[keep]
-            if "sal" in fields:
-                fields["sal_true"] = fields["sal"]
-            fields["sal"] = pseudo
+            values = torch.from_numpy(np.load(Path(folder) / f"{split}.{name}.npy")).to(self.device)[keep]
+            if name in fields and keep_original_as:
+                fields[keep_original_as] = fields[name]
+            fields[name] = values
 
     @property
     def n_tasks(self) -> int:

@@ -1,7 +1,7 @@
 """Hyperparameter grid search on a held-out validation split (`clcore search`).
 
 Each point of the grid trains on 90 % of the benchmark's training data and is scored by the final
-average accuracy on the held-out 10 % (seed 100; bir.md §5.2), never on the test set. The result is a
+average accuracy on the held-out 10 % (seed 100; docs/protocol.md#clcore-search), never on the test set. The result is a
 table of every point and seed, and the best point by mean accuracy, to be copied into
 `config/hparams/*.yaml` with the search recorded next to it.
 """
@@ -34,7 +34,7 @@ def grid_search(benchmark: str, method: str, grid: dict[str, list], seeds=(0,), 
     rows = []
     for point in grid_points(grid):
         overrides = {**base, **point}
-        hparams = resolve(method, benchmark, buffer_size, overrides, hparams_dir)
+        hparams = resolve(method, benchmark, buffer_size, overrides, hparams_dir, "search grid")
         for seed in seeds:
             run_dir = Path(out_dir) / benchmark / method / run_name(method, overrides) / f"seed{seed}"
             info = run_training(benchmark, method, buffer_size, seed, hparams, prepared_dir, run_dir,

@@ -19,7 +19,8 @@ from . import __version__
 from .device import describe, pick_device
 from .data.prepared import file_digest
 from .io import atomic_path, git_commit, read_json, write_json
-from .methods import get_method, make_hparams
+from .hparams import make_hparams
+from .methods import family_of, get_method
 from .methods.base import Context
 from .metrics import summarize
 from .results import RANDOM_INIT_ROW, SETTINGS, accuracy_matrix, accuracy_rows, metric_rows, save_metrics
@@ -113,7 +114,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     out_dir.mkdir(parents=True, exist_ok=True)
 
     artefacts = dict(artefacts or {})
-    scenario = _scenario(spec, prepared_dir, dev, artefacts, hp, seed, validation)
+    scenario, deviations = _scenario(method, spec, prepared_dir, dev, artefacts, hp, seed, validation)
     _seed_everything(seed)
     model = build_method(cls, hp, scenario, seed, buffer_size, artefacts)
 
@@ -173,8 +174,7 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
         "seed": seed, "hparams": hparams, "evaluated_on": "validation" if validation else spec.test_split,
         "benchmark_spec": {k: v for k, v in vars(spec).items()},
         "artefacts": {name: {"path": str(path), "sha256": file_digest(path)} for name, path in artefacts.items()},
-        "deviations": (["SER targets are pseudo maps of our pretrained predictor (rule pseudo_saliency)"]
-                       if "pseudo_saliency" in artefacts else []),
+        "deviations": deviations,
         "versions": {"clcore": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "git_commit": git_commit(), "device": describe(dev), "host": platform.node(), "gpu_slot": gpu_slot,
@@ -190,11 +190,11 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     return info
 
 
-def _scenario(spec, prepared_dir, dev, artefacts: dict, hp, seed: int, validation: bool = False) -> Scenario:
+def _scenario(method: str, spec, prepared_dir, dev, artefacts: dict, hp, seed: int,
+              validation: bool = False) -> tuple[Scenario, list[str]]:
+    """The benchmark's data as the method's family prepares it, and the deviations that records."""
     scenario = Scenario(spec, prepared_dir, dev, getattr(hp, "class_order", "identity"), seed, validation)
-    if "pseudo_saliency" in artefacts:  # SER trains on the pretrained predictor's maps
-        scenario.use_pseudo_saliency(Path(artefacts["pseudo_saliency"]).parent)
-    return scenario
+    return scenario, family_of(method).prepare_scenario(scenario, artefacts)
 
 
 def build_method(cls, hp, scenario: Scenario, seed: int, buffer_size: int, artefacts: dict | None = None):
@@ -218,8 +218,8 @@ def load_trained(run_dir, prepared_dir="resources/prepared", device: str = "auto
     artefacts = {name: entry["path"] for name, entry in info.get("artefacts", {}).items()}
     cls, _ = get_method(info["method"])
     hp = make_hparams(info["method"], info["hparams"])
-    scenario = _scenario(get_benchmark(info["benchmark"]), prepared_dir, pick_device(device), artefacts, hp,
-                         info["seed"])
+    scenario, _ = _scenario(info["method"], get_benchmark(info["benchmark"]), prepared_dir, pick_device(device),
+                            artefacts, hp, info["seed"])
     model = build_method(cls, hp, scenario, info["seed"], info["buffer_size"], artefacts)
     missing, unexpected = model.load_state_dict(torch.load(run_dir / FINAL, map_location=scenario.device), strict=False)
     if unexpected or any(not k.endswith("_extra_state") for k in missing):

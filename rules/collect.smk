@@ -3,8 +3,8 @@
 
 rule collect:
     input:
-        metrics=run_files("metrics.parquet"),
-        runs=run_files("run.json"),
+        metrics=PIPELINE.run_files("metrics.parquet"),
+        runs=PIPELINE.run_files("run.json"),
     output:
         runs=TABLES / "runs.parquet",
         accuracy=TABLES / "accuracy.parquet",
@@ -25,7 +25,7 @@ rule tables:
         md=TABLES / "summary.md",
         csv=report(TABLES / "summary.csv", category="Tables", caption="../workflow/report/summary.rst"),
     params:
-        expected=expected_runs(),
+        expected=PIPELINE.expected_runs(),
     log:
         "logs/tables.log",
     conda:
@@ -40,15 +40,15 @@ rule figures:
         accuracy=TABLES / "accuracy.parquet",
     output:
         png=report(
-            FIGURE_DIR / "{dataset}_{kind}.png",
+            FIGURE_DIR / "{benchmark}_{kind}.png",
             caption="../workflow/report/figure.rst",
             category="Figures",
-            subcategory="{dataset}",
-            labels={"benchmark": "{dataset}", "figure": "{kind}"},
+            subcategory="{benchmark}",
+            labels={"benchmark": "{benchmark}", "figure": "{kind}"},
         ),
-        pdf=FIGURE_DIR / "{dataset}_{kind}.pdf",
+        pdf=FIGURE_DIR / "{benchmark}_{kind}.pdf",
     log:
-        "logs/figures/{dataset}_{kind}.log",
+        "logs/figures/{benchmark}_{kind}.log",
     conda:
         "../workflow/envs/report.yaml"
     script:
@@ -66,10 +66,10 @@ rule experiment_table:
         csv=report(TABLES / "experiments" / "{experiment}.csv", category="Tables",
                    caption="../workflow/report/summary.rst"),
     params:
-        rows=lambda wc: experiment_rows(wc.experiment),
-        title=lambda wc: experiment_title(wc.experiment),
-        settings=lambda wc: experiment(wc.experiment)["settings"],
-        spread=lambda wc: experiment(wc.experiment)["spread"],
+        rows=lambda wc: PIPELINE.block_rows(wc.experiment),
+        title=lambda wc: PIPELINE.block_title(wc.experiment),
+        settings=lambda wc: PIPELINE.block(wc.experiment)["settings"],
+        spread=lambda wc: PIPELINE.block(wc.experiment)["spread"],
     log:
         "logs/experiment_table/{experiment}.log",
     conda:
@@ -96,33 +96,14 @@ rule experiment_figure:
     # Both wildcards may contain "_": without the closed list of kinds, "x_accuracy_curve" would parse
     # as experiment "x_accuracy", kind "curve".
     wildcard_constraints:
-        kind="|".join((*EXPERIMENT_FIGURES, *OPTIONAL_EXPERIMENT_FIGURES, SALIENCY_FIGURE)),
+        kind="|".join(EXPERIMENT_FIGURE_KINDS),
     params:
-        rows=lambda wc: experiment_rows(wc.experiment),
-        title=lambda wc: experiment_title(wc.experiment),
-        options=lambda wc: figure_options(wc.experiment),
+        rows=lambda wc: PIPELINE.block_rows(wc.experiment),
+        title=lambda wc: PIPELINE.block_title(wc.experiment),
+        options=lambda wc: PIPELINE.figure_options(wc.experiment),
     log:
         "logs/experiment_figure/{experiment}_{kind}.log",
     conda:
         "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/experiment_figure.py"
-
-
-rule robustness_table:
-    input:
-        parquets=lambda wc: robust_files(wc.experiment),
-    output:
-        md=TABLES / "robustness" / "{experiment}.md",
-        csv=report(TABLES / "robustness" / "{experiment}.csv", category="Tables",
-                   caption="../workflow/report/summary.rst"),
-    params:
-        title=lambda wc: experiment_title(wc.experiment) + ": robustness",
-        rows=lambda wc: experiment_rows(wc.experiment),
-        eps=lambda wc: experiment(wc.experiment)["robust_eval"]["eps"],
-    log:
-        "logs/robustness_table/{experiment}.log",
-    conda:
-        "../workflow/envs/train.yaml"
-    script:
-        "../workflow/scripts/robustness_table.py"

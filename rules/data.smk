@@ -13,10 +13,6 @@ def raw_files_fetched(wildcards):
     return [RAW / base / "fetched.json"] if base in DOWNLOADED else []
 
 
-def benchmarks_using(prepared):
-    return ", ".join(b for b in benchmarks() if get_benchmark(b).prepared == prepared) or "the config"
-
-
 rule fetch_dataset:
     output:
         RAW / "{raw}" / "fetched.json",
@@ -42,7 +38,7 @@ rule prepare_dataset:
         raw_dir=RAW,
         sources=DATASET_SOURCES,
         expected_hashes="config/reference/embedded_hashes.json",  # a mismatch warns in the log
-        needed_by=lambda wc: f"benchmark(s) {benchmarks_using(wc.prepared)} (rule prepare_dataset)",
+        needed_by=lambda wc: f"benchmark(s) {', '.join(PIPELINE.benchmarks_using(wc.prepared)) or 'the config'} (rule prepare_dataset)",
     threads: 4  # image decoding of the large image-folder datasets
     log:
         "logs/prepare_dataset/{prepared}.log",

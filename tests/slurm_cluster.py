@@ -1,4 +1,4 @@
-"""A throw-away single-node SLURM cluster with two fake GPUs, for the `slurm` tests (pipeline.md §13).
+"""A throw-away single-node SLURM cluster with two fake GPUs, for the `slurm` tests (README.md#slurm).
 
 `SlurmCluster().start()` installs `slurm-wlm munge` with apt-get when `sinfo` is missing (root only),
 writes slurm.conf and gres.conf into a temporary directory, links them to /etc/slurm/ (the jobstep of

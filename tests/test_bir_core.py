@@ -1,4 +1,5 @@
-"""BI-R core (bir.md §9): hand-computed losses, gates, frozen conv, replay, 1/t weighting, optimiser state, resume."""
+"""BI-R core (docs/bir.md#tested-invariants): hand-computed losses, gates, frozen conv, replay, 1/t weighting,
+optimiser state, resume."""
 
 import io
 import math
@@ -10,12 +11,12 @@ import torch
 from scipy.stats import chisquare
 
 from clcore.augment import Transform
-from clcore.backbones.bir_vae import ConvE
-from clcore.hparams import resolve
-from clcore.methods import get_method, make_hparams
+from clcore.methods.bir.vae import ConvE
+from clcore.hparams import make_hparams, resolve
+from clcore.methods import get_method
 from clcore.methods.base import Context
-from clcore.methods.bir import VAEPass, kd_loss, kl_standard, log_mixture, log_normal, mix, si_accumulate
-from clcore.methods.regularizers import SIImportance
+from clcore.methods.bir.generative_replay import VAEPass, kd_loss, kl_standard, log_mixture, log_normal, mix, si_accumulate
+from clcore.methods.baselines import SIImportance
 from clcore.results import load_metrics
 from clcore.scenarios import Task
 from clcore.train import run_training

@@ -1,15 +1,17 @@
-"""The BI-R family's place in the pipeline: class order, task-IL run names and hyperparameters, and the
-conv pretraining of rule pretrain_bir_conv (bir.md §4.4, §5, §8 item 10)."""
+"""The BI-R family's place in the pipeline: class order (docs/bir.md#class-order), task-IL run names and
+hyperparameters (docs/bir.md#task-il-training), and the conv pretraining of rule pretrain_bir_conv
+(docs/bir.md#conv-pretraining)."""
 
 import numpy as np
 import pytest
 import torch
 
 from clcore import data
-from clcore.backbones.bir_vae import ConvE
+from clcore.methods.bir import CONV_PRETRAINING
+from clcore.methods.bir.vae import ConvE
 from clcore.errors import ChecksumError, DatasetMissingError
-from clcore.hparams import run_name, table_entry
-from clcore.scenarios import BIR_CONV_PRETRAINING, Scenario, class_permutation, get_benchmark
+from clcore.hparams import run_name, table_layers
+from clcore.scenarios import Scenario, class_permutation, get_benchmark
 
 
 def test_bir_seeded_order_relabels_classes_and_keeps_tasks_consecutive(prepared_dir):
@@ -27,7 +29,7 @@ def test_bir_seeded_order_relabels_classes_and_keeps_tasks_consecutive(prepared_
 def test_bir_seeded_order_follows_upstream_per_dataset():
     cifar, mnist = get_benchmark("seq-cifar100-bir"), get_benchmark("seq-mnist")
     assert np.array_equal(class_permutation("bir_seeded", cifar, 12), np.random.RandomState(12).permutation(100))
-    assert class_permutation("bir_seeded", mnist, 5) is None  # split MNIST: identity below seed 10 (§8 item 10)
+    assert class_permutation("bir_seeded", mnist, 5) is None  # split MNIST < 10: docs/bir.md#mnist-identity-order
     assert np.array_equal(class_permutation("bir_seeded", mnist, 12), np.random.RandomState(12).permutation(10))
     assert class_permutation("identity", cifar, 12) is None
     with pytest.raises(ValueError, match="class_order"):
@@ -39,10 +41,13 @@ def test_task_il_training_is_named_and_takes_the_scenario_values():
     assert run_name("bir", {"scenario": "class"}) == "bir"
     assert run_name("bir", {"scenario": "task", "lr": 0.1}).startswith("bir-task-h")
     assert run_name("bir", {"lr": 0.1}) != run_name("bir", {"scenario": "task", "lr": 0.1})
-    tables = {"gr_si": {"seq-x": {"any": {"lr": 0.1, "si_c": 0.0}, "class": {"si_c": 1.0}, "task": {"si_c": 100.0},
-                                  200: {"lr": 0.2}}}}
-    assert table_entry(tables, "gr_si", "seq-x", 0) == {"lr": 0.1, "si_c": 1.0}
-    assert table_entry(tables, "gr_si", "seq-x", 200, "task") == {"lr": 0.2, "si_c": 100.0}
+    tables = {"gr_si": ({"seq-x": {"any": {"lr": 0.1, "si_c": 0.0}, "class": {"si_c": 1.0}, "task": {"si_c": 100.0},
+                                   200: {"lr": 0.2}}}, "bir.yaml")}
+    merged = lambda layers: {k: v for _, values in layers for k, v in values.items()}  # noqa: E731
+    assert merged(table_layers(tables, "gr_si", "seq-x", 0)) == {"lr": 0.1, "si_c": 1.0}
+    assert merged(table_layers(tables, "gr_si", "seq-x", 200, "task")) == {"lr": 0.2, "si_c": 100.0}
+    assert [name for name, _ in table_layers(tables, "gr_si", "seq-x", 200, "task")] == [
+        "bir.yaml: gr_si -> seq-x -> any", "bir.yaml: gr_si -> seq-x -> task", "bir.yaml: gr_si -> seq-x -> 200"]
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +60,12 @@ def shapes_dir(tmp_path_factory):
 def test_pretrain_bir_conv_writes_a_loadable_deterministic_conv_stack(shapes_dir, tmp_path):
     from dataclasses import replace
 
-    from clcore.bir_conv import pretrain_bir_conv
+    from clcore.methods.bir import pretrain_conv
     from clcore.data.prepared import file_digest
 
-    recipe = replace(BIR_CONV_PRETRAINING["shapes"], c0=4, fc_units=32, epochs=1, batch_size=256)
-    first = pretrain_bir_conv(recipe, shapes_dir, tmp_path / "a", seed=0)
-    second = pretrain_bir_conv(recipe, shapes_dir, tmp_path / "b", seed=0)
+    recipe = replace(CONV_PRETRAINING["shapes"], c0=4, fc_units=32, epochs=1, batch_size=256)
+    first = pretrain_conv(recipe, shapes_dir, tmp_path / "a", seed=0)
+    second = pretrain_conv(recipe, shapes_dir, tmp_path / "b", seed=0)
     assert first["sha256"] == file_digest(tmp_path / "a" / "conv.pt")
     assert first["steps"] == 2400 // 256  # the incomplete last batch is dropped
     conv = ConvE(3, 4)
@@ -72,7 +77,7 @@ def test_pretrain_bir_conv_writes_a_loadable_deterministic_conv_stack(shapes_dir
 
 
 def test_upstream_conv_checks_the_file_and_keeps_the_conv_layers(tmp_path, monkeypatch):
-    from clcore import bir_conv
+    from clcore.methods.bir import conv_pretraining as bir_conv
     from clcore.data.prepared import file_digest
 
     weights = tmp_path / "weights"
@@ -128,7 +133,7 @@ def test_every_bir_hparam_entry_resolves_to_the_methods_fields():
     import yaml
 
     from clcore.hparams import resolve
-    from clcore.methods import get_method
+    from clcore.methods import bir, get_method
 
     hparams = Path(__file__).resolve().parents[1] / "config/hparams"
     table = yaml.safe_load((hparams / "bir.yaml").read_text())
@@ -140,7 +145,8 @@ def test_every_bir_hparam_entry_resolves_to_the_methods_fields():
             for scenario in ("class", "task"):
                 values = resolve(method, benchmark, 200 if cls.uses_buffer else 0, {"scenario": scenario}, hparams)
                 assert values["class_order"] == "bir_seeded" and values["scenario"] == scenario
-                assert cls.artefacts_for(values) == (("bir_conv",) if values["conv"] == "pretrained" else ())
+                needs_conv = values["conv"] == "pretrained"
+                assert set(bir.artefacts(method, values, benchmark, {})) == ({"bir_conv"} if needs_conv else set())
     # [BIR] options.py: SI c = 1 (class) / 100 (task) on split CIFAR-100
     assert resolve("gr_si", "seq-cifar100-bir", 0, {"scenario": "task"}, hparams)["si_c"] == 100.0
     assert resolve("gr_si", "seq-cifar100-bir", 0, None, hparams)["si_c"] == 1.0

@@ -24,7 +24,7 @@ def reference_insert(contents, n, items, draws, capacity):
 
 
 def test_spec_example_one_by_one_and_vectorised():
-    # baselines.md §9: M = 3, s0..s2 fill the slots; s3, s4, s5 with draws (1, 4, 1) -> (s0, s5, s2)
+    # docs/baselines.md#replay-buffers: M = 3, s0..s2 fill the slots; s3, s4, s5 with draws (1, 4, 1) -> (s0, s5, s2)
     for batches in ([[0], [1], [2], [3], [4], [5]], [[0, 1, 2], [3, 4, 5]]):
         buf = make_buffer(3)
         draws = iter([0, 0, 0, 1, 4, 1])

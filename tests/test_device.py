@@ -1,4 +1,5 @@
-"""The GPU slot allocator (pipeline.md §10) with fake device lists and real processes sharing a lock dir."""
+"""The GPU slot allocator (README.md#gpus-on-one-workstation) with fake device lists and real processes
+sharing a lock dir."""
 
 import os
 import subprocess

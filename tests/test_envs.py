@@ -1,4 +1,4 @@
-"""The conda env files (workflow/envs/*.yaml, pipeline.md §11): conda-forge only, exact pins, and pins
+"""The conda env files (workflow/envs/*.yaml, README.md#conda): conda-forge only, exact pins, and pins
 inside pyproject.toml's ranges. CI has no conda, so this parses the files; it does not build them."""
 
 import re

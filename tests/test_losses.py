@@ -9,11 +9,11 @@ from torch import nn
 
 from clcore.augment import Transform
 from clcore.backbones import CosineLinear
-from clcore.methods import get_method, make_hparams
+from clcore.hparams import make_hparams
+from clcore.methods import get_method
 from clcore.methods.base import Context
-from clcore.methods.er_ace import ace_mask
-from clcore.methods.lwf import icarl_targets, smooth_softmax, soft_cross_entropy
-from clcore.methods.regularizers import EWCFisher, SIImportance
+from clcore.methods.baselines import EWCFisher, SIImportance, ace_mask
+from clcore.methods.baselines.lwf import icarl_targets, smooth_softmax, soft_cross_entropy
 from clcore.scenarios import Task
 
 
@@ -173,7 +173,7 @@ def test_si_estimators_agree_for_plain_sgd_and_differ_for_adam():
 
 
 def test_ewc_online_penalty_enters_the_loss():
-    m = make("ewc_on", e_lambda=2.0, lr=0.0)
+    m = make("ewc_on", ewc_lambda=2.0, lr=0.0)
     x = torch.tensor([[1.0, 0.0]])[:, :, None, None]
     m.ewc.update([torch.ones(2, 2)])
     with torch.no_grad():

@@ -191,7 +191,8 @@ def test_imagenet_subset_rejects_other_resolutions(tmp_path, two_class_list):
 
 
 def six_parts(message: str) -> list[int]:
-    """Positions of the six parts of datasets.md §3 in a missing-dataset message (-1 where absent)."""
+    """Positions of the six parts of docs/datasets.md#the-missing-data-message in a missing-dataset message
+    (-1 where absent)."""
     parts = ["is needed by", "searched ", "expected layout:", "where to get it:", "then retry:",
              "default config/config.yaml runs on embedded datasets and needs no download"]
     return [message.find(p) for p in parts]
@@ -223,7 +224,7 @@ def test_class_lists_match_the_published_lists():
         assert hashlib.sha256((imagefolders.CLASSLISTS / name).read_bytes()).hexdigest() == sha
     fg, mini, aux = (set(imagefolders.read_classlist(n)) for n in expected)
     assert len(fg) == len(mini) == len(aux) == 100
-    assert not fg & aux and len(mini & aux) == 11  # AUX is disjoint from FG (datasets.md §5.7)
+    assert not fg & aux and len(mini & aux) == 11  # AUX is disjoint from FG (docs/datasets.md#class-lists)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +273,8 @@ def test_tinyimagenet_half_uses_the_first_100_classes(tmp_path):
 
 
 def test_online_er_ace_protocol(tmp_path):
-    """One pass, batch 10, no augmentation, mean .5 / std 2, nf 20, ER-ACE task-free (baselines.md §5.1)."""
+    """One pass, batch 10, no augmentation, mean .5 / std 2, nf 20, ER-ACE task-free
+    (docs/protocol.md#online-er-ace)."""
     from clcore.hparams import resolve
 
     hp = resolve("er_ace", "seq-cifar10-online", 1000, {}, "config/hparams")

@@ -58,14 +58,21 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_dag_dry_run(tmp_path):
     out = snakemake(workdir(tmp_path), "-n", "-F", "--quiet", "rules")
     counts = job_counts(out.stdout)
-    # baselines: 2 benchmarks x (6 buffer-free + 5 rehearsal methods) x 3 seeds = 66; SER: 4 methods x 3 seeds
-    # on seq-shapes-ser, and er_ace(_ser) x 3 seeds on its spurious variant = 18, each with a robust_eval;
-    # BI-R: seq-digits 6 class-IL + 2 task-IL methods, seq-shapes 3 methods, x 3 seeds = 33, Fig. 8 (seed 0)
-    # 3 new (bir is the main block's), exaggeration 1 new (bir_si too) = 37; figures: 2 per block, SER's saliency
-    # figure for its 2 blocks, the Fig. 8 bars and the per-task bars
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 84 + 37, "collect": 1, "tables": 1, "figures": 12,
-                      "experiment_table": 9, "experiment_figure": 2 * 9 + 2 + 2, "pretrain_saliency": 1,
-                      "pseudo_saliency": 1, "robust_eval": 18, "robustness_table": 2, "pretrain_bir_conv": 1}
+    # each family's headline comparison, 3 seeds: baselines 4 methods x 2 benchmarks (24), SER 4 methods on
+    # seq-shapes-ser (12), BI-R 3 methods on seq-digits and 2 on seq-shapes (15); figures: 3 per benchmark,
+    # 2 per block and SER's saliency figure
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 15, "collect": 1, "tables": 1, "figures": 9,
+                      "experiment_table": 5, "experiment_figure": 2 * 5 + 1, "pretrain_saliency": 1,
+                      "pseudo_saliency": 1, "pretrain_bir_conv": 1}
+
+
+def test_every_embedded_study_builds_its_dag(tmp_path):
+    """Each family's whole embedded study, and all of them at once (runs shared by blocks train once)."""
+    wd = workdir(tmp_path)
+    trains = {name: job_counts(snakemake(wd, "-n", "-F", "--quiet", "rules", "--configfile",
+                                         f"config/embedded/{name}.yaml").stdout)["train"]
+              for name in ("baselines", "ser", "bir", "all")}
+    assert trains == {"baselines": 66, "ser": 39, "bir": 134, "all": 239}
 
 
 def small_config(**experiment):
@@ -203,8 +210,8 @@ def test_downloads_run_in_the_fetch_rule_then_prepare(tmp_path):
 
 
 def test_task_il_block_end_to_end_names_its_runs_and_reports_its_setting_with_sem(tmp_path):
-    """A BI-R task-IL block (bir.md §4.2): runs named <method>-task with the task values of the hparams table,
-    the block's table with only its task-IL column (± SEM), its Fig. 8 bars."""
+    """A BI-R task-IL block (docs/bir.md#task-il-training): runs named <method>-task with the task values of
+    the hparams table, the block's table with only its task-IL column (± SEM), its Fig. 8 bars."""
     tiny = {"iters": 20, "batch_size": 32}
     config = small_config(methods=["gr_none", "bir"], seeds=[0, 1], scenario="task", settings=["task_il"],
                           spread="sem", figures=["ablation_bars"], overrides={m: tiny for m in ("gr_none", "bir")})

@@ -1,4 +1,5 @@
-"""Robustness evaluation (ser.md §4 adversarial and spurious-feature protocols, §9 attack tests)."""
+"""Robustness evaluation: the adversarial and spurious-feature protocols (docs/ser.md#robustness-studies)
+and the attack tests of docs/ser.md#unit-checks."""
 
 import numpy as np
 import pandas as pd
@@ -9,11 +10,13 @@ import torch.nn.functional as F
 
 from clcore.augment import Transform
 from clcore.data.shapes import signature_patch
-from clcore.hparams import resolve
-from clcore.methods import get_method, make_hparams
+from clcore.hparams import make_hparams, resolve
+from clcore.methods import get_method
 from clcore.methods.base import Context
-from clcore.robust import (ROBUST_SCHEMA, conflict_images, fgsm, load_robust, model_logits, pgd, recovery,
-                           robust_eval, robustness_cells, robustness_table, stratified_subset, write_robust_eval)
+from clcore.methods.ser.attacks import (conflict_images, fgsm, model_logits, pgd, robust_eval, stratified_subset,
+                                        write_robust_eval)
+from clcore.report.robustness import load_robust, recovery, robustness_cells, robustness_table
+from clcore.results import ROBUST_SCHEMA
 from clcore.train import run_training
 
 
@@ -89,7 +92,7 @@ def test_fgsm_matches_closed_form_on_linear_model():
 
 
 def test_task_loss_only_sees_own_task():
-    from clcore.robust import task_masked_loss
+    from clcore.methods.ser.attacks import task_masked_loss
 
     model, w, b = linear_model()
     x, y = images()
@@ -130,7 +133,7 @@ def test_conflict_pastes_next_class_signature(hw, size):
 
 def _tiny_ser(tmp_path):
     from clcore.backbones import build_backbone
-    from clcore.saliency import SaliencyPredictor, save_predictor
+    from clcore.methods.ser.saliency import SaliencyPredictor, save_predictor
 
     torch.manual_seed(0)
     shape = (3, 16, 16)
@@ -195,7 +198,7 @@ def _frame_from(cells):
 
 
 def test_end_to_end_on_seq_digits(prepared_dir, tmp_path, monkeypatch):
-    import clcore.robust
+    import clcore.methods.ser.attacks as attacks
 
     # digits are grey: stand in for the RGB signature with a grey 2x2 square coding class (c+1) mod C,
     # to run the conflict path end to end (conflict_images itself is tested above)
@@ -204,7 +207,7 @@ def test_end_to_end_on_seq_digits(prepared_dir, tmp_path, monkeypatch):
         x[:, :, :2, :2] = ((y + 1) % n_classes).to(x.dtype)[:, None, None, None]
         return x
 
-    monkeypatch.setattr(clcore.robust, "conflict_images", grey_conflict)
+    monkeypatch.setattr(attacks, "conflict_images", grey_conflict)
     hp = resolve("er", "seq-digits", 50, {"n_epochs": 1})
     run = tmp_path / "runs/seq-digits/er/buf50/seed0"
     run_training("seq-digits", "er", 50, 0, hp, prepared_dir, run, run_name="er", device="cpu", keep_final=True)

@@ -1,4 +1,4 @@
-"""SER saliency predictor S, its metrics and pretraining (ser.md §3, §4, §9)."""
+"""SER saliency predictor S, its metrics and pretraining (docs/ser.md#unit-checks)."""
 
 import math
 
@@ -12,18 +12,18 @@ from clcore import data
 from clcore.augment import Transform
 from clcore.backbones.resnet import ResNet18
 from clcore.data.prepared import write_prepared
-from clcore.saliency import (EPS, CheckpointKeyError, InvertedResidual, SaliencyPredictor, cc, center_bias_map,
-                             external_key_map, joint_hflip, kld_loss, kld_per_sample, load_external_checkpoint,
-                             load_predictor, pretrain_saliency, reference_baselines, run_pretraining,
-                             saliency_metrics, saliency_optimizer, save_predictor, sim, target_distribution,
-                             write_pseudo_maps)
+from clcore.methods.ser.pretraining import joint_hflip, pretrain_saliency, run_pretraining, write_pseudo_maps
+from clcore.methods.ser.saliency import (EPS, CheckpointKeyError, InvertedResidual, SaliencyPredictor, cc,
+                                         center_bias_map, external_key_map, kld_loss, kld_per_sample,
+                                         load_external_checkpoint, load_predictor, reference_baselines,
+                                         saliency_metrics, saliency_optimizer, save_predictor, sim, target_distribution)
 
 S_HAND = torch.tensor([[0.2, 0.4], [0.6, 0.8]])[None, None]
 T_HAND = torch.tensor([[0.0, 0.0], [1.0, 1.0]])[None, None]
 
 
 def test_metric_hand_values():
-    # ser.md §9: p = (.1,.2,.3,.4), q = (0,0,.5,.5)
+    # KLD (docs/ser.md#metrics) of p = (.1,.2,.3,.4), q = (0,0,.5,.5)
     assert kld_loss(S_HAND, T_HAND).item() == pytest.approx(0.5 * math.log(5 / 3) + 0.5 * math.log(1.25), abs=1e-6)
     assert kld_loss(S_HAND, T_HAND).item() == pytest.approx(0.366985, abs=1e-5)
     assert cc(S_HAND, T_HAND).item() == pytest.approx(0.894427, abs=1e-5)
@@ -44,7 +44,7 @@ def test_metrics_per_sample_and_batch_mean():
 
 
 def test_kld_epsilon_is_literal_and_fp32():
-    # p = 0 where q > 0: no clamping, the epsilon alone bounds the term (ser.md §8.9)
+    # p = 0 where q > 0: no clamping, the epsilon alone bounds the term (docs/ser.md#kld-epsilon)
     s, t = torch.tensor([[[[0.0, 1.0]]]]), torch.tensor([[[[1.0, 1.0]]]])
     expected = 0.5 * math.log(0.5 / EPS) + 0.5 * math.log(0.5)
     assert kld_loss(s, t).item() == pytest.approx(expected, rel=1e-5)
@@ -225,7 +225,7 @@ def test_pretrain_saliency_learns():
     best = min(epochs, key=lambda r: r["val_kld"])
     assert [r["best"] for r in epochs] == [r is best for r in epochs]
     assert epochs[-1]["train_loss"] < 0.5 * epochs[0]["train_loss"]
-    assert best["val_kld"] < 0.7 * base["uniform"]["val_kld"]  # ser.md §9: >= 30 % below uniform
+    assert best["val_kld"] < 0.7 * base["uniform"]["val_kld"]  # >= 30 % below uniform (docs/ser.md#expected-behaviour)
     assert best["val_sim"] > base["center_bias"]["val_sim"] + 0.1
     assert base["uniform"]["val_kld"] == pytest.approx(reference_baselines(vs)["uniform"]["kld"])
     assert not pred.training
@@ -233,7 +233,7 @@ def test_pretrain_saliency_learns():
 
 
 def test_pretrain_saliency_keeps_lowest_val_kld_epoch(monkeypatch):
-    import clcore.saliency as sal
+    import clcore.methods.ser.pretraining as sal
 
     scripted, states = iter([0.9, 0.5, 0.7, 0.6]), []
 

@@ -1,4 +1,4 @@
-"""SER's method logic (ser.md §9): modulation identities, pooling, gradient isolation between the two
+"""SER's method logic (docs/ser.md#unit-checks): modulation identities, pooling, gradient isolation between the two
 branches, the order of operations inside a step, the ER-ACE mask timing, and checkpoint round trips."""
 
 import copy
@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from clcore.augment import Transform
 from clcore.backbones.resnet import ResNet18, pool
-from clcore.methods import get_method, make_hparams
+from clcore.hparams import make_hparams
+from clcore.methods import get_method
 from clcore.methods.base import Context
-from clcore.methods.ser import check_modulation
-from clcore.saliency import SaliencyPredictor, save_predictor
+from clcore.methods.ser.methods import check_modulation
+from clcore.methods.ser.saliency import SaliencyPredictor, save_predictor
 from clcore.scenarios import Task
 
 SHAPE = (3, 16, 16)

@@ -1,4 +1,4 @@
-"""The embedded `shapes` generator (datasets.md §6.2): determinism, subset regeneration, split layout,
+"""The embedded `shapes` generator (docs/datasets.md#shapes): determinism, subset regeneration, split layout,
 saliency, colour balance, NIC batches and the spurious signature."""
 
 import hashlib

@@ -102,9 +102,12 @@ def test_slurm_dry_run_requests_gpus_only_for_gpu_rules(tmp_path):
     """The job resources Snakemake hands to the executor, as the dry run prints them per job: the plugin turns
     `gpu` into `--gpus` and `cpus_per_gpu` into `--cpus-per-gpu` (checked on real sbatch lines in
     test_training_runs_through_sbatch_with_gpus_only_on_train_jobs), `mem_mb` into `--mem`, `runtime` into `-t`."""
-    jobs = slurm_dry_run(tmp_path)  # the default config (gpus_per_run: 0): the profile decides under SLURM
+    # every embedded study, so that every GPU rule appears (gpus_per_run: 0 as in the default: the profile decides)
+    studies = [f"config/embedded/{family}.yaml" for family in ("baselines", "ser", "bir")]
+    jobs = slurm_dry_run(tmp_path, {"experiments": [], "experiment_files": studies})
     rules = {rule for rule, _ in jobs}
-    assert {"train", "pretrain_saliency", "pseudo_saliency", "robust_eval", "prepare_dataset", "collect"} <= rules
+    assert {"train", "pretrain_saliency", "pseudo_saliency", "robust_eval", "pretrain_bir_conv", "prepare_dataset",
+            "collect"} <= rules
     assert declared_gpu_rules() & rules <= GPU_RULES
     for rule, res in jobs:
         if rule in GPU_RULES:
@@ -354,7 +357,7 @@ def test_gpu_oom_in_the_train_rule_exits_6_with_the_message_in_the_log(tmp_path,
     monkeypatch.setattr("clcore.train.run_training", fake_oom(OOM, next_task=1))
     run = tmp_path / "results/runs/seq-digits/er/buf50/seed0"
     inputs = SimpleNamespace(keys=lambda: ["data"])
-    smk = FakeSnakemake(wildcards=SimpleNamespace(dataset="seq-digits", method="er", buffer="50", seed="0"),
+    smk = FakeSnakemake(wildcards=SimpleNamespace(benchmark="seq-digits", run="er", buffer="50", seed="0"),
                         params=SimpleNamespace(method="er", hparams={}, prepared_dir=str(prepared_dir), device="cpu",
                                                gpu={}, keep_final=False),
                         output=SimpleNamespace(metrics=str(run / "metrics.parquet"), run=str(run / "run.json")),
@@ -371,16 +374,18 @@ def test_gpu_oom_in_the_train_rule_exits_6_with_the_message_in_the_log(tmp_path,
 
 
 @pytest.mark.parametrize("script, target, wildcards, expected", [
-    ("pretrain_saliency", "clcore.saliency.run_pretraining", {"source": "shapes"},
+    ("pretrain_saliency", "clcore.methods.ser.run_pretraining", {"source": "shapes"},
      "GPU out of memory in saliency pretraining on 'shapes'"),
-    ("pseudo_saliency", "clcore.saliency.write_pseudo_maps", {"source": "shapes", "prepared": "shapes"},
+    ("pseudo_saliency", "clcore.methods.ser.write_pseudo_maps", {"source": "shapes", "prepared": "shapes"},
      "GPU out of memory in pseudo saliency maps of 'shapes'"),
-    ("robust_eval", "clcore.robust.write_robust_eval", {}, "GPU out of memory in robustness evaluation of "),
+    ("robust_eval", "clcore.methods.ser.write_robust_eval", {}, "GPU out of memory in robustness evaluation of "),
 ])
 def test_gpu_oom_in_the_other_gpu_rules_exits_6(tmp_path, monkeypatch, capsys, script, target, wildcards, expected):
     monkeypatch.setattr(target, fake_oom(OOM))
     smk = FakeSnakemake(wildcards=SimpleNamespace(**wildcards),
-                        params=SimpleNamespace(prepared_dir=str(tmp_path), device="cpu", gpu={}, n_per_class=1),
+                        params=SimpleNamespace(prepared_dir=str(tmp_path), device="cpu", gpu={}, settings={
+                            "n_per_class": 1, "eps": [0.01], "sal_grad": ["through"], "batch_size": 8,
+                            "conflict": None}),
                         input=SimpleNamespace(predictor=str(tmp_path / "p.pt"), run=str(tmp_path / "run/run.json")),
                         output=Output([str(tmp_path / "out/model.pt")]), log=[str(tmp_path / f"{script}.log")],
                         threads=1)

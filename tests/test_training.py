@@ -78,7 +78,7 @@ def test_overrides_change_the_run_name_and_buffer_rules(prepared_dir, tmp_path):
 
 
 def test_class_il_ordering_on_digits(prepared_dir, tmp_path):
-    """baselines.md §9: on seq-digits joint > derpp >= er - 1 > sgd + 10 (class-IL, mean of 3 seeds)."""
+    """docs/baselines.md#sanity-checks: on seq-digits joint > derpp >= er - 1 > sgd + 10 (class-IL, mean of 3 seeds)."""
     faa = {}
     for method, buffer_size in (("joint", 0), ("derpp", 100), ("er", 100), ("sgd", 0)):
         faa[method] = np.mean([train(prepared_dir, tmp_path / f"{method}{s}", method, buffer_size, seed=s)

@@ -2,7 +2,8 @@
 
 ResNet18: Mammoth's `backbone/ResNet18.py` (3x3 stride-1 stem, no max-pool, 1x1-conv shortcuts,
 widths nf*(1,2,4,8)). ResNet32: the CIFAR ResNet of He et al. as in inclearn's `my_resnet.py`
-(parameter-free shortcuts, widths nf*(1,2,4), Kaiming init), used by iCaRL-family methods (akr.md §3).
+(parameter-free shortcuts, widths nf*(1,2,4), Kaiming init), used by iCaRL-family methods
+(docs/protocol.md#resnet-32).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class BasicBlock(nn.Module):
 
 def pool(h: torch.Tensor, kind: str = "global") -> torch.Tensor:
     """[B, C, H, W] -> [B, C]. `legacy_square`: Mammoth's avg_pool2d(kernel = H), which on a
-    non-square map averages only the left H columns (SER at 288x384, ser.md §8); same as `global` on
-    square maps."""
+    non-square map averages only the left H columns (SER at 288x384, docs/ser.md#square-pooling-kernel);
+    same as `global` on square maps."""
     if kind == "legacy_square":
         return F.avg_pool2d(h, h.shape[2])[:, :, 0, 0]
     return F.adaptive_avg_pool2d(h, 1).flatten(1)

@@ -1,6 +1,6 @@
-"""MNIST, CIFAR-10, CIFAR-100 and Tiny-ImageNet from their providers' archives (datasets.md §5.1-5.4),
-in provider order. Each preparer reads its archives through `ctx.get(file_name)` (a PrepareContext), which
-returns the verified raw file."""
+"""MNIST, CIFAR-10, CIFAR-100 and Tiny-ImageNet from their providers' archives
+(docs/datasets.md#downloaded-datasets), in provider order. Each preparer reads its archives through
+`ctx.get(file_name)` (a PrepareContext), which returns the verified raw file."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ CIFAR100_FINE_TO_COARSE = np.array([
     5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
     10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13], dtype=np.int16)
-# WSCL's CIFAR-10 dream source keeps the 12 superclasses not too close to CIFAR-10 (datasets.md §5.3)
+# WSCL's CIFAR-10 dream source keeps the 12 superclasses not too close to CIFAR-10 (docs/datasets.md#cifar100)
 WSCL_DREAM_SUPERCLASSES = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 14, 17)
 
 

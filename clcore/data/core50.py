@@ -1,5 +1,5 @@
-"""CORe50 at 128x128 (datasets.md §5.5): every image in `paths.pkl` order, plus the NI/NC/NIC/NICv2 batch
-lists of `LUP.pkl` as row-index files, with the reduced test set AR1* reports on.
+"""CORe50 at 128x128 (docs/datasets.md#core50): every image in `paths.pkl` order, plus the NI/NC/NIC/NICv2
+batch lists of `LUP.pkl` as row-index files, with the reduced test set AR1* reports on.
 
 `LUP[scenario][run][k]` lists the rows of training batch k; the last entry is the test set.
 `labels[scenario][run][k]` holds their object labels (floats in the provider's pickles)."""

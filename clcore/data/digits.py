@@ -12,7 +12,7 @@ def prepare_digits() -> tuple[dict, dict]:
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None]  # [N,1,8,8], raw values 0..16
     labels = bunch.target.astype(np.int16)
-    # Stratified 80/20 split (datasets.md §6.1): per class in ascending order, permute its indices
+    # Stratified 80/20 split (docs/datasets.md#digits): per class in ascending order, permute its indices
     # with one shared generator and take the first round(0.2 n_c) as test.
     rng = np.random.default_rng(0)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: round(0.2 * np.sum(labels == c))]

@@ -1,5 +1,5 @@
 """Raw files of the real datasets: mirror lists, checksummed, retried and resumable downloads
-(datasets.md §3).
+(docs/datasets.md#mirrors-checksums-and-resumable-downloads).
 
 Mirror lists live in `config/datasets.yaml` (dataset -> files -> md5 and mirrors), so a cluster can
 point at a local copy and the tests at `file://` fixtures. A download streams to `<file>.part`, resumes

@@ -1,5 +1,6 @@
-"""Image datasets decoded file by file into memory-mapped uint8 arrays: SALICON (datasets.md §5.6) and the
-ImageNet subsets FG-ImageNet, Mini-ImageNet and AUX-ImageNet100 (§5.7), all placed by hand.
+"""Image datasets decoded file by file into memory-mapped uint8 arrays: SALICON (docs/datasets.md#salicon)
+and the ImageNet subsets FG-ImageNet, Mini-ImageNet and AUX-ImageNet100 (docs/datasets.md#imagenet-subsets),
+all placed by hand.
 
 Decoding runs in a thread pool (Pillow releases the GIL while it decodes and resizes) and writes into
 a staged memory map in row order, so a 45 GB split never exists in RAM."""
@@ -19,7 +20,7 @@ import numpy as np
 from ..errors import DatasetMissingError
 from .prepared import PrepareContext, file_digest
 
-CLASSLISTS = Path("config/classlists")  # WNIDs in label order, one per line (datasets.md Appendix A)
+CLASSLISTS = Path("config/classlists")  # WNIDs in label order, one per line (docs/datasets.md#class-lists)
 FILELISTS = Path("config/filelists")    # optional explicit `<wnid>/<file>` lists, `<name>_{train,test}.txt`
 _FILTERS = {"lanczos": 1, "bilinear": 2}  # PIL.Image.Resampling values
 _CHUNK = 256

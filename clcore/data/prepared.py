@@ -1,6 +1,6 @@
-"""The prepared-dataset format (datasets.md §2): one directory per dataset with `<split>.<field>.npy`
-arrays (x: uint8 NCHW, y: int16, optional per-sample fields), optional `index/<scenario>/run<r>/*.npy`
-row lists, and `meta.json`, written last.
+"""The prepared-dataset format (docs/datasets.md#the-prepared-format): one directory per dataset with
+`<split>.<field>.npy` arrays (x: uint8 NCHW, y: int16, optional per-sample fields), optional
+`index/<scenario>/run<r>/*.npy` row lists, and `meta.json`, written last.
 
 Arrays too large for RAM (CORe50, the ImageNet subsets, SALICON) are decoded straight into a staged
 memory map (`stage_array`); `write_prepared` renames it into place instead of saving a copy."""

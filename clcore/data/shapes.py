@@ -1,4 +1,4 @@
-"""`shapes`: a procedural, CORe50-shaped dataset generated offline (datasets.md §6.2) [OURS].
+"""`shapes`: a procedural, CORe50-shaped dataset generated offline (docs/datasets.md#shapes) [OURS].
 
 Two disjoint sets of 10 categories (main: the continual-learning stream; auxiliary: dreams and
 pretraining), 5 instances each, filmed in 11 sessions (8 training, 3 test) as short videos of F frames
@@ -659,7 +659,8 @@ SIGNATURE_SIZE = 4
 def signature_patch(class_ids: np.ndarray, size: int = SIGNATURE_SIZE) -> np.ndarray:
     """uint8 [N,3,size,size]: the class signature, a 2x2 checker of palette colours a (top-left and
     bottom-right cells) and b. a = c mod 10, b = (c // 10 + c mod 10 + 3) mod 10: for c < 10 the colours
-    c and c + 3 of seq-shapes-spurious, and distinct pairs for 100 classes (ser.md §4)."""
+    c and c + 3 of seq-shapes-spurious, and distinct pairs for 100 classes
+    (docs/datasets.md#spurious-class-signatures)."""
     c = np.asarray(class_ids, dtype=np.int64).reshape(-1)
     rgb = np.rint(PALETTE * 255.0).astype(np.uint8)  # [10,3]
     n = len(PALETTE)

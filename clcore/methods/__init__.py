@@ -1,16 +1,20 @@
-"""Methods by registry name. A name maps to a class plus default hyperparameters, so variants are
-names (`derpp`, `derpp_ser`, ...) rather than flags deep in code."""
+"""Methods by registry name, grouped in families.
+
+A name maps to a class plus default hyperparameters, so variants are names (`derpp`, `derpp_ser`, ...)
+rather than flags deep in code. Each family is a sub-package listed in FAMILIES: its `__init__` imports
+the modules that register its methods and defines FAMILY (`clcore.methods.family.Family`), what the
+pipeline needs from it. A method belongs to the family whose package defines its class.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 
-from ..errors import UnknownNameError, lookup
+from ..errors import lookup
 
 METHODS: dict[str, tuple[type, dict]] = {}
 
-_MODULES = ("sgd", "joint", "er", "der", "er_ace", "icarl", "lwf", "ewc_on", "si", "ser", "gr_baselines", "bir", "bir_exag")
+FAMILIES = ("baselines", "ser", "bir")
 
 
 def register(name: str, **defaults):
@@ -24,8 +28,8 @@ def register(name: str, **defaults):
 
 
 def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"{__name__}.{module}")
+    for family in FAMILIES:
+        importlib.import_module(f"{__name__}.{family}")
 
 
 def method_names() -> list[str]:
@@ -38,11 +42,8 @@ def get_method(name: str) -> tuple[type, dict]:
     return lookup("method", METHODS, name)
 
 
-def make_hparams(name: str, values: dict):
-    """The method's Hparams dataclass from a resolved dict; unknown keys name the closest valid one."""
-    cls, _ = get_method(name)
-    fields = {f.name for f in dataclasses.fields(cls.Hparams)}
-    for key in values:
-        if key not in fields:
-            raise UnknownNameError(f"hyperparameter of '{name}'", key, fields)
-    return cls.Hparams(**values)
+def family_of(method: str):
+    """The Family of a registered method (the package that defines its class)."""
+    cls, _ = get_method(method)
+    package = cls.__module__.removeprefix(f"{__name__}.").split(".")[0]
+    return importlib.import_module(f"{__name__}.{package}").FAMILY

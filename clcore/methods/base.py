@@ -23,7 +23,7 @@ from ..results import metric_rows
 
 @dataclass
 class Hparams:
-    lr: float = 0.1          # Mammoth best_args seq-cifar10 sgd (baselines.md §5.2)
+    lr: float = 0.1          # Mammoth best_args seq-cifar10 sgd (docs/baselines.md#sources-of-the-values)
     n_epochs: int = 1        # set by the benchmark protocol
     batch_size: int = 32     # set by the benchmark protocol
     optim_wd: float = 0.0    # Mammoth default: no weight decay
@@ -87,13 +87,6 @@ class ContinualMethod(nn.Module):
     full_accuracy_matrix = True  # False where rows before the last task are not a trained model's
     frozen: tuple[str, ...] = ()  # submodules kept in eval mode (teacher copies)
     stream_fields: tuple[str, ...] = ()  # per-sample dataset fields observe() receives (SER: "sal")
-    artefacts_needed: tuple[str, ...] = ()  # pretrained inputs the pipeline must provide (Context.artefacts)
-
-    @classmethod
-    def artefacts_for(cls, hparams: dict) -> tuple[str, ...]:
-        """The pretrained inputs a run with these hyperparameters needs (the BI-R family: conv layers only
-        where `conv` is "pretrained")."""
-        return cls.artefacts_needed
 
     def __init__(self, net: nn.Module, hp: Hparams, ctx: Context):
         super().__init__()

@@ -372,6 +372,7 @@ _EXPERIMENT_PLOTS = {"accuracy_curve": experiment_accuracy_curve, "forgetting": 
 OPTIONAL_EXPERIMENT_FIGURES = ("ablation_bars", "final_task_accuracy")  # asked for by a block's `figures:`
 PAPER_LABEL = {"class_il": "class-IL", "task_il": "task-IL"}
 SALIENCY_FIGURE = "saliency"  # only for experiments whose methods log saliency metrics (SER)
+EXPERIMENT_FIGURE_KINDS = (*EXPERIMENT_FIGURES, *OPTIONAL_EXPERIMENT_FIGURES, SALIENCY_FIGURE)
 
 
 def write_experiment_figure(kind: str, runs_parquet, accuracy_parquet, rows: list[dict], title: str,

@@ -1,11 +1,10 @@
 def main(smk):
     from clcore.io import redirect_output
-    from clcore.robust import robustness_table
+    from clcore.report.robustness import robustness_table
 
-    parquets = list(smk.input.parquets) if hasattr(smk.input, "parquets") else list(smk.input)
     with redirect_output(smk.log[0]):
-        robustness_table(parquets, smk.output.md, smk.output.csv, smk.params.title,
-                         expected=getattr(smk.params, "rows", None), eps=getattr(smk.params, "eps", None))
+        robustness_table(list(smk.input.parquets), smk.output.md, smk.output.csv, smk.params.title,
+                         expected=smk.params.rows, eps=smk.params.eps)
 
 
 if "snakemake" in globals():

@@ -1,6 +1,6 @@
-"""Classifier-only baselines on the BI-R protocol (bir.md §2, §4.2-4.3): the iteration loop, 1/t weighting, Adam
-and classifier (convE + fcE + head) of `GenerativeReplay`, without any VAE. They differ in what they replay
-(`replay`), what they train on (`task_data`) and which penalty they add (`penalties`):
+"""Classifier-only baselines on the BI-R protocol (docs/bir.md#classifier-only-baselines): the iteration loop,
+1/t weighting, Adam and classifier (convE + fcE + head) of `GenerativeReplay`, without any VAE. They differ
+in what they replay (`replay`), what they train on (`task_data`) and which penalty they add (`penalties`):
 
     gr_none          L = CE on the current task
     gr_joint         class-IL: batches from tasks 1..t; task-IL: one loader per task, mean loss over tasks
@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..buffers import ClassBalancedBuffer
-from . import register
-from .bir import GenerativeReplay, GRConfig, Replay
-from .regularizers import EWCFisher, quadratic_penalty
+from ...buffers import ClassBalancedBuffer
+from .. import register
+from ..baselines import EWCFisher, quadratic_penalty
+from .generative_replay import GenerativeReplay, GRHparams, Replay
 
 
 @dataclass
-class GRBaselineConfig(GRConfig):
+class GRBaselineHparams(GRHparams):
     ewc_lambda: float = 0.0    # EWC strength ([BIR] options.py --lambda; per benchmark in config/hparams/bir.yaml)
     n_fisher: int = 1000       # examples per Fisher estimate ([BIR] --fisher-n)
     ewc_gamma: float = 1.0     # online EWC decay γ ([BIR] --gamma)
@@ -33,9 +33,9 @@ class GRBaselineConfig(GRConfig):
 
 
 @register("gr_none")
-@register("gr_si", si_c=1.0, si_scope="all")  # c: [BIR] split CIFAR-100 class-IL; scope: bir.md §4.3
+@register("gr_si", si_c=1.0, si_scope="all")  # c: [BIR] split CIFAR-100 class-IL; scope: docs/bir.md#si-scope
 class ClassifierBaseline(GenerativeReplay):
-    Hparams = GRBaselineConfig
+    Hparams = GRBaselineHparams
     uses_generator = False
 
     def replay(self, x, y) -> list[Replay]:
@@ -93,8 +93,9 @@ class ERBaseline(ClassifierBaseline):
 
 @register("gr_joint")
 class JointBaseline(ClassifierBaseline):
-    """[BIR] offline mode (incremental retraining, bir.md §8.9): the model continues on the union of tasks 1..t
-    (class-IL); task-IL draws ceil(B/t) per task, each on its own head, and L = mean over tasks (= the 1/t mix)."""
+    """[BIR] offline mode (incremental retraining, docs/bir.md#joint-as-incremental-retraining): the model
+    continues on the union of tasks 1..t (class-IL); task-IL draws ceil(B/t) per task, each on its own head,
+    and L = mean over tasks (= the 1/t mix)."""
 
     def __init__(self, net, hp, ctx):
         super().__init__(net, hp, ctx)
@@ -142,7 +143,8 @@ class _Head(torch.nn.Module):
 class EWCBaseline(ClassifierBaseline):
     """[BIR] `continual_learner.py`: expected Fisher over the active classes from n = min(n_fisher, |D_t|) random
     examples one at a time in eval mode, divided by n when the loop stops at n_fisher and by |D_t| − 1 otherwise
-    (upstream divides by the last loop index, bir.md §8.8). Offline: one (F_t, θ*_t) per task; online:
+    (upstream divides by the last loop index,
+    docs/bir.md#ewc-fisher-divisor). Offline: one (F_t, θ*_t) per task; online:
     F ← γF + F_t, one θ*, and the penalty multiplies F by γ again (upstream). L_EWC = ½ Σ F (θ − θ*)²."""
 
     def __init__(self, net, hp, ctx):

@@ -2,8 +2,8 @@
 
 import torch.nn.functional as F
 
-from . import register
-from .base import ContinualMethod
+from .. import register
+from ..base import ContinualMethod
 
 
 @register("sgd")

@@ -6,22 +6,23 @@
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from . import register
-from .base import ContinualMethod, Hparams
-from .regularizers import SIImportance
+from .. import register
+from ..base import ContinualMethod, Hparams
+from .regularizers import SIEstimator, SIImportance
 
 
 @dataclass
 class SIHparams(Hparams):
-    lr: float = 0.03                 # best_args seq-cifar10 (baselines.md §5.2)
-    c: float = 0.5                   # penalty strength, idem
-    xi: float = 1.0                  # damping ξ, idem
-    estimator: str = "lr_grad_sq"    # Mammoth; `path_integral` = Zenke / BI-R
-    grad_source: str = "total"       # `task_only`: W from the unregularised loss's gradient (Zenke)
+    lr: float = 0.03                 # best_args seq-cifar10 (docs/baselines.md#sources-of-the-values)
+    si_c: float = 0.5                # penalty strength c, idem
+    si_xi: float = 1.0               # damping ξ, idem
+    estimator: SIEstimator = "lr_grad_sq"  # Mammoth; `path_integral` = Zenke / BI-R
+    grad_source: Literal["total", "task_only"] = "total"  # task_only: W from the unregularised loss's gradient (Zenke)
     clip_grad: float | None = 1.0    # Mammoth clips gradients element-wise to [-1, 1]
 
 
@@ -30,15 +31,13 @@ class SI(ContinualMethod):
     Hparams = SIHparams
 
     def __init__(self, net, hp, ctx):
-        if hp.grad_source not in ("total", "task_only"):
-            raise ValueError(f"grad_source must be 'total' or 'task_only', not {hp.grad_source!r}")
         super().__init__(net, hp, ctx)
-        self.si = SIImportance(net.parameters(), hp.xi, hp.estimator)
+        self.si = SIImportance(net.parameters(), hp.si_xi, hp.estimator)
 
     def observe(self, x, y, x_raw):
         ce = F.cross_entropy(self.net(x), y)
         penalty = self.si.penalty()
-        loss = ce + self.hp.c * penalty
+        loss = ce + self.hp.si_c * penalty
         task_grads = None
         if self.hp.grad_source == "task_only":
             task_grads = torch.autograd.grad(ce, self.si.params, retain_graph=True, allow_unused=True)

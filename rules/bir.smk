@@ -1,14 +1,15 @@
-# The conv layers of the BI-R family (bir.md §4.4): pretrained once per source dataset on a plain
-# classifier (CIFAR-10 for the paper, the shapes auxiliary categories by default), then frozen or
-# fine-tuned by every run that loads them. `bir_conv.source: upstream_file` converts [BIR]'s own file.
+# The BI-R family's conv layers (docs/bir.md#conv-pretraining): pretrained once per source dataset on a plain
+# classifier (CIFAR-10 for the paper, the shapes auxiliary categories by default), then frozen or fine-tuned
+# by every run that loads them. `bir_conv.source: upstream_file` converts [BIR]'s own file instead.
+from clcore.methods import bir
 
 
 rule pretrain_bir_conv:
     input:
-        data=lambda wc: [] if wc.tag == "upstream" else PREPARED / BIR_CONV_PRETRAINING[wc.source].prepared / "meta.json",
+        data=lambda wc: [] if wc.tag == "upstream" else PREPARED / bir.CONV_PRETRAINING[wc.source].prepared / "meta.json",
     output:
-        conv=BIR_CONV_DIR / "{source}" / "{tag}" / "conv.pt",
-        meta=BIR_CONV_DIR / "{source}" / "{tag}" / "meta.json",
+        conv=RESULTS / bir.CONV,
+        meta=RESULTS / bir.CONV_META,
     wildcard_constraints:
         tag=r"e\d+|upstream",
     params:

@@ -10,30 +10,31 @@ depths replaced by A(P_i, sg(Q_i)), P_i its own pre-ReLU tap and Q_i E's tap at 
     C's loss   = the base method's loss with every C(x) read as C(x | sg(E(x)))
 
 Stream taps come from S before its update, in train mode; replayed images get taps from the updated S
-in eval mode, under no_grad (ser.md §8.1). S is never rehearsed: the buffer stores images only.
+in eval mode, under no_grad (docs/ser.md#order-of-the-two-updates). S is never rehearsed: the buffer stores
+images only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..saliency import kld_loss, load_predictor, map_scores, saliency_optimizer
-from . import register
-from .der import DER, DERHparams
-from .er_ace import ERACE, ERACEHparams
+from ...results import RANDOM_INIT_ROW, metric_rows
+from .. import register
+from ..baselines import DER, DERHparams, ERACE, ERACEHparams
+from .saliency import kld_loss, load_predictor, map_scores, saliency_optimizer
 
-MODULATIONS = ("multiply", "aggregate", "dwseparable")
 
 
 @dataclass
 class SERHparams:
-    modulation: str = "multiply"              # the paper's; aggregate / dwseparable are its ablations
+    modulation: Literal["multiply", "aggregate", "dwseparable"] = "multiply"  # the paper's; aggregate / dwseparable are its ablations
     mnp_blocks: tuple[int, ...] = (1, 1, 1, 1, 1)  # taps P0..P4 modulated (README)
-    aggregate_padding: int = 1                # ours: upstream's 0 cannot run with two enabled taps (ser.md §8.5)
+    aggregate_padding: int = 1                # ours; upstream: 0 (docs/ser.md#aggregate-without-padding)
     sal_lr: float = 0.005                     # README
     sal_cnn_lr_factor: float = 0.1            # utils/args.py default: the encoder learns 10x slower
     sal_momentum: float = 0.9                 # utils/args.py default, both parameter groups
@@ -41,8 +42,8 @@ class SERHparams:
     sal_cnn_weight_decay: float = 1e-5        # utils/args.py default (encoder)
     sal_coeff: float = 1.0                    # README
     saliency_frozen: bool = False             # ablation er_ace_ser_salfrozen: S never updated, eval mode
-    replay_sal_mode: str = "eval"             # mode of S for replayed images: eval (upstream) | train
-    classifier_init: str = "random"           # random (SER README) | saliency_encoder (--backbone_pretrained)
+    replay_sal_mode: Literal["eval", "train"] = "eval"  # mode of S for replayed images (upstream: eval)
+    classifier_init: Literal["random", "saliency_encoder"] = "random"  # SER README | --backbone_pretrained
 
 
 class Modulation(nn.Module):
@@ -64,8 +65,6 @@ class Modulation(nn.Module):
 
 
 def check_modulation(hp) -> None:
-    if hp.modulation not in MODULATIONS:
-        raise ValueError(f"modulation must be one of {', '.join(MODULATIONS)}, not {hp.modulation!r}")
     if len(hp.mnp_blocks) != 5:
         raise ValueError(f"mnp_blocks needs one flag per tap P0..P4, got {hp.mnp_blocks}")
     if hp.modulation == "aggregate" and hp.aggregate_padding == 0:
@@ -79,12 +78,11 @@ class SERMixin:
     """SER around a rehearsal method whose loss reads the classifier through `self.classify`."""
 
     stream_fields = ("sal",)
-    artefacts_needed = ("saliency_predictor",)
 
     def __init__(self, net, hp, ctx):
         check_modulation(hp)
         saliency = pretrained_predictor(ctx)
-        if hp.channels_last:  # the protocol's layout, as for the classifier (performance.md R7)
+        if hp.channels_last:  # the protocol's layout, as for the classifier (docs/protocol.md#channels-last)
             saliency = saliency.to(memory_format=torch.channels_last)
         widths = [net.conv1.out_channels * m for m in (1, 1, 2, 4, 8)]
         # adapters live on the classifier, so C's optimiser and the checkpoint include them
@@ -135,11 +133,9 @@ class SERMixin:
         self._stream_taps = None
         return {**losses, **sal_losses}
 
-    # -- evaluation: saliency metrics per task and pooled (ser.md §4) ----------------------------------
+    # -- evaluation: saliency metrics per task and pooled (docs/ser.md#metrics) -------------------------
     @torch.no_grad()
     def evaluation_rows(self, scenario, after_task: int) -> list[dict]:
-        from ..results import RANDOM_INIT_ROW, metric_rows
-
         if after_task == RANDOM_INIT_ROW or "sal" not in scenario.test_fields:
             return []
         seen = scenario.class_task[scenario.test_y] <= after_task
@@ -193,7 +189,7 @@ class DERSERHparams(SERHparams, DERHparams):
 
 @dataclass
 class ERACESERHparams(SERHparams, ERACEHparams):
-    lr: float = 0.01        # README value, reused for ER-ACE (ser.md §5)
+    lr: float = 0.01        # README, reused for ER-ACE (docs/ser.md#hyperparameters-reused-across-methods-and-buffers)
     batch_size: int = 8
     minibatch_size: int = 8
 
@@ -210,8 +206,6 @@ class SalInitMixin:
     """A baseline whose classifier starts from the pretrained saliency encoder (what upstream baselines
     do when given --sal_ckpt); it never uses the saliency branch afterwards."""
 
-    artefacts_needed = ("saliency_predictor",)
-
     def __init__(self, net, hp, ctx):
         copy_encoder(pretrained_predictor(ctx).encoder, net)
         super().__init__(net, hp, ctx)
@@ -225,7 +219,8 @@ class ERACESalInit(SalInitMixin, ERACE):
     pass
 
 
-# README: α 0.1, β 0.5 for DER++-SER, reused for every buffer (ser.md §5)
+# README: α 0.1, β 0.5 for DER++-SER, reused for every buffer
+# (docs/ser.md#hyperparameters-reused-across-methods-and-buffers)
 register("derpp_ser", alpha=0.1, beta=0.5)(DERSER)
 register("derpp_ser_aggregate", alpha=0.1, beta=0.5, modulation="aggregate")(DERSER)
 register("derpp_ser_dwsep", alpha=0.1, beta=0.5, modulation="dwseparable")(DERSER)

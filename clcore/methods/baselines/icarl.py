@@ -8,21 +8,22 @@ exemplars plus their horizontal flips, renormalised means, herding on normalised
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from ..buffers import ClassBalancedBuffer
-from . import register
+from ...buffers import ClassBalancedBuffer, Selection
+from .. import register
 from .lwf import LwFMC, LwFMCHparams
 
 
 @dataclass
 class ICaRLHparams(LwFMCHparams):
-    lr: float = 0.1          # best_args seq-cifar10 buffer 200 (baselines.md §5.2)
+    lr: float = 0.1          # best_args seq-cifar10 buffer 200 (docs/baselines.md#sources-of-the-values)
     optim_wd: float = 1e-5   # idem
-    nmc: str = "legacy"      # legacy | exact | current
-    selection: str = "herding"  # herding | random
+    nmc: Literal["legacy", "exact", "current"] = "legacy"
+    selection: Selection = "herding"
 
 
 def running_mean(features: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -41,8 +42,6 @@ class ICaRL(LwFMC):
     random_init_probe = False  # the nearest-mean classifier needs exemplars
 
     def __init__(self, net, hp, ctx):
-        if hp.nmc not in ("legacy", "exact", "current"):
-            raise ValueError(f"nmc must be 'legacy', 'exact' or 'current', not {hp.nmc!r}")
         super().__init__(net, hp, ctx)
         self.class_means = None
 

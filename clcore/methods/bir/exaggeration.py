@@ -1,4 +1,5 @@
-"""Exaggeration variants of BI-R+SI ([MC], jackmillichamp/brain-inspired-replay; specs/bir.md §4.5, §8 items 12-18).
+"""Exaggeration variants of BI-R+SI ([MC], jackmillichamp/brain-inspired-replay;
+docs/bir.md#exaggeration-losses).
 
 Replayed samples of "competing" previous classes (the teacher's top-2 over C_{t-1}) are pushed apart: in latent
 distribution (`bir_si_repulsion*`), in reconstruction (`bir_si_recon_rep`) or by a supervised contrastive loss on a
@@ -6,24 +7,26 @@ second, augmented view (`bir_si_contrastive`; `bir_si_views` builds that view wi
 pure functions of tensors; all randomness they need comes from a dedicated generator passed in.
 Index conventions: class ids below are positions in C_{t-1} (columns of the teacher scores s̃), 0..n_prev-1.
 
-Decisions where the spec leaves room: with fewer than 2 previous classes there is no competitor and no term; an
-unmatched sample's fallback partner class excludes its own class when another is present, and a sample is never its
-own partner (KL would be 0); a term over an empty index set is 0 (no gradient) and is logged as 0; class averaging
-applies to the reconstruction targets only; `prior_mode` divides L_drep by the run's KL divisor (D_in by default).
-The view-2 augmentation (§4.5, §8.18) lives here, next to its only user.
+Our decisions where upstream leaves room (docs/bir.md#reconstructions): with fewer than 2 previous classes there
+is no competitor and no term; an unmatched sample's fallback partner class excludes its own class when another is
+present, and a sample is never its own partner (KL would be 0); a term over an empty index set is 0 (no gradient)
+and is logged as 0; class averaging applies to the reconstruction targets only; `prior_mode` divides L_drep by the
+run's KL divisor (D_in by default).
+The view-2 augmentation (docs/bir.md#view-augmentation) lives here, next to its only user.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.bir_vae import ConvD
-from . import register
-from .bir import PRESETS, GenerativeReplay, GRConfig, Replay, VAEPass
+from .. import register
+from .generative_replay import PRESETS, GenerativeReplay, GRHparams, Replay, VAEPass
+from .vae import ConvD
 
 SUPCON_BASE_TAU = 0.07  # [JM] SupConLoss base_temperature
 
@@ -223,15 +226,16 @@ def view_augment(x: torch.Tensor, generator: torch.Generator, crop: bool, crop_s
 
 # -- the method ------------------------------------------------------------------------------------------------
 @dataclass
-class ExagConfig(GRConfig):
+class ExagHparams(GRHparams):
     repulsion: bool = False              # distribution repulsion L_drep on ([JM] --repulsion)
     rep_weight: float = 1e-6             # λ_rep ([JM] HEAD options.py)
-    rep_divergence: str = "js"           # js (JS*, law of the average) | kl ([JM] 3098111)
+    rep_divergence: Literal["js", "kl"] = "js"  # js (JS*, law of the average) | kl ([JM] 3098111)
     use_rep_f: bool = False              # ambiguity filter A = {p(a) < f·p(b)}, else A = all ([JM] --rep-f)
     rep_f: float = 20.0                  # f ([JM] HEAD options.py)
-    rep_partner: str = "posterior"       # posterior of x̃_{r(b)} ([JM] 3098111) | prior_mode: mode of b /D_in (6421a6d)
-    rep_similarity_weight: bool = False  # × 1e4·Σ s_i², s_i = (p(b)+1e-3)/p(a) ([JM] 529bdff); bir.md §8.12
-    rep_drop_unmatched: bool = False     # drop samples whose competitor has no member (upstream keeps them; §8.13)
+    # posterior of x̃_{r(b)} ([JM] 3098111) | prior_mode: mode of b /D_in ([JM] 6421a6d)
+    rep_partner: Literal["posterior", "prior_mode"] = "posterior"
+    rep_similarity_weight: bool = False  # × 1e4·Σ s_i² ([JM] 529bdff; docs/bir.md#broken-repulsion-flag)
+    rep_drop_unmatched: bool = False     # drop unmatched samples; upstream keeps them (docs/bir.md#unmatched-samples)
     recon_repulsion: bool = False        # reconstruction repulsion + attraction on ([JM] HEAD --recon-rep)
     recon_rep_weight: float = 1e-6       # λ_rr ([JM] HEAD options.py)
     recon_atr_weight: float = 1e-6       # λ_ra ([JM] HEAD options.py)
@@ -241,26 +245,23 @@ class ExagConfig(GRConfig):
     tau: float = 1.0                     # SupCon temperature τ ([JM] HEAD options.py)
     c_lr: float = 1e-8                   # lr of the second Adam over fcE + projection head ([JM] HEAD options.py)
     c_scores: bool = True                # soft positives w_ij = s̃_i·s̃_j, else 1[ŷ_i = ŷ_j] ([JM] HEAD)
-    contrastive_isolated: bool = False   # L_con's gradient reaches fcE only through the second Adam (fix of §8.16)
-    c_scores_softmax: bool = False       # soft weights from softmax(s̃) instead of raw logits (fix of §8.16)
-    emulate_rng_reset: bool = False      # reseed the dedicated generator at each view build ([JM] seed-1 reset; §8.14)
+    contrastive_isolated: bool = False   # L_con reaches fcE only via the second Adam (docs/bir.md#contrastive-update)
+    c_scores_softmax: bool = False       # softmax(s̃) weights, not raw logits (docs/bir.md#contrastive-update)
+    emulate_rng_reset: bool = False      # [JM]'s seed-1 reset, per view build (docs/bir.md#per-iteration-rng-reset)
 
 
-_EXAG_CHOICES = {"rep_divergence": tuple(DIVERGENCES), "rep_partner": ("posterior", "prior_mode")}
 EXAG_SEED_OFFSET = 7_919_000  # the dedicated generator's seed = run seed + offset (disjoint from the run's streams)
 
 
 class ExaggeratedReplay(GenerativeReplay):
-    """BI-R+SI with the exaggeration terms of bir.md §4.5: `replay_terms` adds λ_rep·L_drep, λ_rr·L_rrep and
-    λ_ra·L_ratr to L_rpl; `after_backward` builds view 2 and (contrastive) backpropagates L_con into fcE and the
-    projection head, steps the second Adam, and lets the main optimiser step fcE with the accumulated gradients."""
+    """BI-R+SI with the exaggeration terms of docs/bir.md#exaggeration-losses: `replay_terms` adds
+    λ_rep·L_drep, λ_rr·L_rrep and λ_ra·L_ratr to L_rpl; `after_backward` builds view 2 and (contrastive)
+    backpropagates L_con into fcE and the projection head, steps the second Adam, and lets the main optimiser
+    step fcE with the accumulated gradients."""
 
-    Hparams = ExagConfig
+    Hparams = ExagHparams
 
-    def __init__(self, net, hp: ExagConfig, ctx):
-        for name, valid in _EXAG_CHOICES.items():
-            if getattr(hp, name) not in valid:
-                raise ValueError(f"{name} must be one of {valid}, not {getattr(hp, name)!r}")
+    def __init__(self, net, hp: ExagHparams, ctx):
         views = hp.build_views or hp.contrastive
         if (hp.repulsion or hp.recon_repulsion or views) and hp.scenario != "class":
             raise ValueError("the exaggeration variants are defined for class-IL only (scenario: class)")
@@ -286,7 +287,7 @@ class ExaggeratedReplay(GenerativeReplay):
             self.opt_con = torch.optim.Adam([*self.net.fcE.parameters(), *self.proj_head.parameters()], lr=hp.c_lr,
                                             betas=(0.9, 0.999))
 
-    # -- L_rpl terms (bir.md §4.5) -------------------------------------------------------------------
+    # -- L_rpl terms (docs/bir.md#exaggeration-losses) ---------------------------------------------
     def replay_terms(self, rep: Replay, out: VAEPass) -> dict[str, torch.Tensor]:
         hp, g = self.hp, self.exag_generator
         if not (hp.repulsion or hp.recon_repulsion) or rep.scores is None or rep.scores.shape[1] < 2:
@@ -386,7 +387,8 @@ class ExaggeratedReplay(GenerativeReplay):
             self.opt_con.load_state_dict(state["opt_con"])
 
 
-# Registry (bir.md §2): `bir_si`'s preset plus each variant's flags; λ, f, τ, c_lr at their [JM] defaults above.
+# Registry (docs/bir.md#exaggeration-variants): `bir_si`'s preset plus each variant's flags; λ, f, τ, c_lr at
+# their [JM] defaults above.
 EXAG_PRESETS = {
     "bir_si_repulsion": dict(repulsion=True, rep_divergence="js"),
     "bir_si_repulsion_kl": dict(repulsion=True, rep_divergence="kl"),

@@ -1,4 +1,4 @@
-"""The BI-R networks (bir.md §3; [BIR] `models/vae.py`, `models/conv/nets.py`, `models/fc/layers.py`).
+"""The BI-R networks (docs/bir.md#networks; [BIR] `models/vae.py`, `models/conv/nets.py`, `models/fc/layers.py`).
 
 `ConvE`: 5 conv layers (3x3, pad 1; stride 1 then 2), BN+ReLU on layers 1-4, layer 5 linear; submodules
 named `convLayer{i}.conv/.bn` so upstream checkpoints load by name. `ConvD` mirrors it with transposed convs.
@@ -9,10 +9,15 @@ named `convLayer{i}.conv/.bn` so upstream checkpoints load by name. `ConvD` mirr
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Prior = Literal["standard", "gmm"]  # N(0, I), or one learnable Gaussian mode per class
+Output = Literal["sigmoid", "linear"]  # reconstruction in [0, 1] (BCE) or unbounded (MSE)
 
 
 class _ConvLayer(nn.Module):
@@ -104,13 +109,12 @@ class BIRVAE(nn.Module):
 
     def __init__(self, in_shape, n_classes: int, fc_units: int, fc_layers: int, z_dim: int, conv: bool = False,
                  c0: int = 16, internal: bool = False, freeze_conv: bool = False, classifier: bool = True,
-                 decoder: bool = True, prior: str = "standard", dg_prop: float = 0.0, out: str = "sigmoid",
+                 decoder: bool = True, prior: Prior = "standard", dg_prop: float = 0.0, out: Output = "sigmoid",
                  seed: int = 0):
         super().__init__()
-        if prior not in ("standard", "gmm"):
-            raise ValueError(f"prior must be 'standard' or 'gmm', not {prior!r}")
-        if out not in ("sigmoid", "linear"):
-            raise ValueError(f"out must be 'sigmoid' or 'linear', not {out!r}")
+        for name, value, kind in (("prior", prior, Prior), ("out", out, Output)):
+            if value not in typing.get_args(kind):
+                raise ValueError(f"{name} must be one of {typing.get_args(kind)}, not {value!r}")
         self.in_shape, self.n_classes, self.z_dim, self.prior = tuple(in_shape), n_classes, z_dim, prior
         self.internal, self.freeze_conv, self.out = internal and conv, freeze_conv and conv, out
         self.convE = ConvE(in_shape[0], c0, in_shape[-1]) if conv else None

@@ -1,12 +1,21 @@
-"""Parameter-importance regularisers shared by EWC, SI, AR1* and BI-R (baselines.md §4).
+"""Parameter-importance regularisers shared by EWC, SI, AR1* and BI-R (docs/baselines.md#importance-regularisers).
 
 Both keep per-parameter lists and penalise Σ_k importance_k · (θ_k − θ*_k)².
 """
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+
+
+SIEstimator = Literal["lr_grad_sq", "path_integral"]  # Mammoth's lr·g² | Zenke's path integral −g·Δθ
+FisherKind = Literal["mammoth", "empirical", "expected"]
+FisherBN = Literal["train", "eval"]
+FisherNorm = Literal["batches_times_b", "n_samples"]
 
 
 def quadratic_penalty(params, importance, anchor) -> torch.Tensor:
@@ -21,9 +30,9 @@ class SIImportance:
     At the end of a task Ω += W / ((θ − θ_start)² + ξ) and θ* ← θ.
     """
 
-    def __init__(self, params, xi: float, estimator: str = "lr_grad_sq", omega_max: float | None = None):
-        if estimator not in ("lr_grad_sq", "path_integral"):
-            raise ValueError(f"SI estimator must be 'lr_grad_sq' or 'path_integral', not {estimator!r}")
+    def __init__(self, params, xi: float, estimator: SIEstimator = "lr_grad_sq", omega_max: float | None = None):
+        if estimator not in typing.get_args(SIEstimator):
+            raise ValueError(f"SI estimator must be one of {typing.get_args(SIEstimator)}, not {estimator!r}")
         self.params = list(params)
         self.xi, self.estimator, self.omega_max = xi, estimator, omega_max
         self.anchor = [p.detach().clone() for p in self.params]  # θ_start of task 1 = initial weights
@@ -75,13 +84,12 @@ class EWCFisher:
     batch), `n_samples` by the sample count.
     """
 
-    def __init__(self, net, gamma: float = 1.0, fisher: str = "mammoth", fisher_bn: str = "train",
-                 fisher_norm: str = "batches_times_b", half: bool = False):
-        for name, value, valid in (("fisher", fisher, ("mammoth", "empirical", "expected")),
-                                   ("fisher_bn", fisher_bn, ("train", "eval")),
-                                   ("fisher_norm", fisher_norm, ("batches_times_b", "n_samples"))):
-            if value not in valid:
-                raise ValueError(f"{name} must be one of {valid}, not {value!r}")
+    def __init__(self, net, gamma: float = 1.0, fisher: FisherKind = "mammoth", fisher_bn: FisherBN = "train",
+                 fisher_norm: FisherNorm = "batches_times_b", half: bool = False):
+        for name, value, kind in (("fisher", fisher, FisherKind), ("fisher_bn", fisher_bn, FisherBN),
+                                  ("fisher_norm", fisher_norm, FisherNorm)):
+            if value not in typing.get_args(kind):
+                raise ValueError(f"{name} must be one of {typing.get_args(kind)}, not {value!r}")
         self.net, self.gamma, self.fisher, self.fisher_bn, self.fisher_norm = net, gamma, fisher, fisher_bn, fisher_norm
         self.half = half
         self.params = [p for p in net.parameters() if p.requires_grad]

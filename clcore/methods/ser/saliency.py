@@ -1,13 +1,14 @@
-"""SER's saliency predictor S (ser.md §3), its metrics and offline pretraining (ser.md §4).
+"""SER's saliency predictor S, its metrics and checkpoints (docs/ser.md#the-saliency-predictor); its offline
+pretraining and pseudo maps are in pretraining.py.
 
 S = encoder E (a ResNet18 like the classifier's, head removed) + a UNISAL-style decoder, mirroring
 `perceivelab/SER` `models/aux/unisal.py` with one source domain. Submodule names follow upstream so
 that the authors' checkpoint maps onto ours mechanically (`external_key_map`).
 
-Left out: UNISAL's learnable Gaussian prior maps (`sal_n_gaussians > 0`). The spec's default is 0 and
-every SER configuration uses 0, so the decoder has no option for them.
+Left out: UNISAL's learnable Gaussian prior maps (`sal_n_gaussians > 0`). Every SER configuration uses 0,
+so the decoder has no option for them (docs/ser.md#not-implemented-yet).
 
-Metric conventions (ser.md §4, `utils/saliency_metrics.py`):
+Metric conventions (docs/ser.md#metrics, upstream `utils/saliency_metrics.py`):
 - KLD literally as upstream's KLDLoss (float64 epsilon added in float32; no clamping).
 - CC is Pearson per map; a map with zero variance gets CC 0 (upstream returns NaN) so that a
   constant baseline can be reported and pooled means stay finite.
@@ -17,38 +18,30 @@ Metric conventions (ser.md §4, `utils/saliency_metrics.py`):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-import math
-import time
 from collections import OrderedDict
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, data
-from .augment import Transform
-from .backbones.resnet import ResNet18
-from .device import pick_device
-from .errors import CLError, NonFiniteLossError
-from .io import atomic_path, git_commit
+from ...augment import Transform
+from ...backbones.resnet import ResNet18
+from ...errors import CLError
+from ...io import atomic_path
 
 log_ = logging.getLogger("clcore.saliency")
 
-EPS = 2.220446049250313e-16  # float64 machine epsilon, as upstream's sys.float_info.epsilon (ser.md §4, §8.9)
-BN_MOMENTUM = 0.01           # every decoder BN (ser.md §3; UNISAL bn_momentum)
+EPS = 2.220446049250313e-16  # float64 machine epsilon, as upstream's sys.float_info.epsilon (docs/ser.md#kld-epsilon)
+BN_MOMENTUM = 0.01           # every decoder BN (docs/ser.md#architecture; UNISAL bn_momentum)
 CHECKPOINT_FORMAT = "clcore.saliency_predictor/1"
 
 
 # ---------------------------------------------------------------------------------------------- metrics
 
 def kld_per_sample(s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """KL(q || p) per sample [B] with p, q the maps normalised to sum 1 (ser.md §4, literal formula)."""
+    """KL(q || p) per sample [B] with p, q the maps normalised to sum 1 (docs/ser.md#metrics, literal formula)."""
     with torch.autocast(device_type=s.device.type, enabled=False):  # fp32 even under bf16 autocast
         s, t = s.float().flatten(1), target.float().flatten(1)
         p = s / s.sum(1, keepdim=True)
@@ -85,7 +78,7 @@ def sim(s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def target_distribution(sal: torch.Tensor) -> torch.Tensor:
     """Target maps [B,1,H,W] (uint8 or float) -> float32 distributions summing to 1 per map: scale to
-    [0,1], shift non-negative if needed, divide by the sum (ser.md §4 target-map preprocessing)."""
+    [0,1], shift non-negative if needed, divide by the sum (docs/ser.md#target-maps)."""
     t = sal.float() / 255.0 if sal.dtype == torch.uint8 else sal.float()
     lo = t.flatten(1).amin(1).view(-1, *[1] * (t.dim() - 1))
     t = torch.where(lo < 0, t - lo, t)
@@ -149,7 +142,7 @@ def _skip(cin: int, cout: int, dropout: float) -> nn.Sequential:
 
 
 class SaliencyDecoder(nn.Module):
-    """ser.md §3 decoder steps 2-6 on ReLU(Q2), ReLU(Q3), ReLU(Q4) with channels c2, c3, c4."""
+    """The decoder D of docs/ser.md#architecture on ReLU(Q2), ReLU(Q3), ReLU(Q4) with channels c2, c3, c4."""
 
     def __init__(self, c2: int, c3: int, c4: int, widths=(256, 128, 64), dropout: float = 0.6):
         super().__init__()
@@ -193,13 +186,13 @@ class SaliencyPredictor(nn.Module):
 
 
 def saliency_optimizer(predictor: SaliencyPredictor,
-                       lr: float = 0.005,              # sal_lr (ser.md §5, README)
-                       cnn_lr_factor: float = 0.1,     # sal_cnn_lr_factor (ser.md §5, utils/args.py)
-                       momentum: float = 0.9,          # sal_momentum, both groups (ser.md §5, §8.13)
-                       weight_decay: float = 1e-4,     # sal_weight_decay, decoder (ser.md §5)
-                       cnn_weight_decay: float = 1e-5  # sal_cnn_weight_decay, encoder (ser.md §5)
+                       lr: float = 0.005,              # sal_lr (README; docs/ser.md#saliency-branch)
+                       cnn_lr_factor: float = 0.1,     # sal_cnn_lr_factor (utils/args.py; docs/ser.md#saliency-branch)
+                       momentum: float = 0.9,          # sal_momentum (docs/ser.md#momentum-on-both-parameter-groups)
+                       weight_decay: float = 1e-4,     # sal_weight_decay, decoder (docs/ser.md#saliency-branch)
+                       cnn_weight_decay: float = 1e-5  # sal_cnn_weight_decay, encoder (docs/ser.md#saliency-branch)
                        ) -> torch.optim.SGD:
-    """SGD with group 0 = decoder, group 1 = encoder (ser.md §4 `cl2branches.py`)."""
+    """SGD with group 0 = decoder, group 1 = encoder (upstream `cl2branches.py`; docs/ser.md#saliency-branch)."""
     return torch.optim.SGD([
         {"params": list(predictor.decoder.parameters())},
         {"params": list(predictor.encoder.parameters()), "lr": lr * cnn_lr_factor, "weight_decay": cnn_weight_decay},
@@ -245,88 +238,6 @@ def reference_baselines(sal: torch.Tensor) -> dict[str, dict[str, float]]:
             "center_bias": baseline_metrics(center_bias_map(h, w), sal)}
 
 
-# ---------------------------------------------------------------------------------------------- pretraining
-
-def joint_hflip(x: torch.Tensor, sal: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip images [B,C,H,W] and their maps [B,1,H,W] horizontally where flips [B] (bool) is set."""
-    f = flips.view(-1, 1, 1, 1)
-    return torch.where(f, x.flip(-1), x), torch.where(f, sal.flip(-1), sal)
-
-
-def pretrain_saliency(train_x, train_sal, val_x, val_sal, transform: Transform, in_shape,
-                      nf: int = 64,                       # paper encoder (ser.md §4 rule pretrain_saliency)
-                      widths=(256, 128, 64),              # decoder widths (ser.md §3)
-                      epochs: int = 30,                   # ser.md §4 rule pretrain_saliency
-                      batch_size: int = 16,               # ser.md §4 rule pretrain_saliency
-                      lr: float = 0.04,                   # decoder lr, upstream --sal_lr default (ser.md §4)
-                      cnn_lr_factor: float = 0.1,         # encoder lr 0.004 (ser.md §4)
-                      momentum: float = 0.9,              # ser.md §4
-                      weight_decay: float = 1e-4,         # decoder (ser.md §4)
-                      cnn_weight_decay: float = 1e-5,     # encoder (ser.md §4)
-                      lr_gamma: float = 0.99,             # ExponentialLR per epoch (ser.md §4)
-                      loss: str = "kld",                  # pretrain_loss: kld | kld_cc (ser.md §4)
-                      dropout: float = 0.6,               # skip Dropout2d (ser.md §3)
-                      seed: int = 0, device="cpu", log=None, eval_batch_size: int | None = None):
-    """Train S from random init; keep the epoch with the lowest val KLD (ser.md §4, [OURS] recipe).
-
-    x: uint8 [N,3,H,W], sal: uint8 [N,1,H,W]; `transform.test` normalises (no other augmentation than
-    a joint horizontal flip, p 0.5, drawn on the device from a generator seeded with `seed`).
-    Returns (predictor in eval mode with the best epoch's weights, rows): one row per epoch (epoch 1..E,
-    train_loss, val_kld, val_cc, val_sim, lr, cnn_lr, seconds, best, baseline=None) followed by one row
-    per reference baseline (epoch -1, baseline 'uniform' | 'center_bias', val metrics, other fields NaN).
-    """
-    if loss not in ("kld", "kld_cc"):
-        raise ValueError(f"loss must be 'kld' or 'kld_cc', not {loss!r}")
-    log = log or log_.info
-    dev = torch.device(device)
-    eval_batch_size = eval_batch_size or 2 * batch_size
-    transform = dataclasses.replace(transform).to(dev)  # a copy: leave the caller's tensors where they are
-    torch.manual_seed(seed)
-    predictor = SaliencyPredictor(in_shape, nf, widths, dropout).to(dev)
-    opt = saliency_optimizer(predictor, lr, cnn_lr_factor, momentum, weight_decay, cnn_weight_decay)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_gamma)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    n, rows, best = train_x.shape[0], [], (math.inf, None, 0)
-    for epoch in range(1, epochs + 1):
-        started = time.time()
-        predictor.train()
-        lrs = [g["lr"] for g in opt.param_groups]
-        total = torch.zeros((), device=dev)
-        for idx in torch.randperm(n, generator=gen, device=dev).split(batch_size):
-            idx = idx.to(train_x.device)
-            xb, sb = train_x[idx].to(dev, non_blocking=True), train_sal[idx].to(dev, non_blocking=True)
-            xb, sb = joint_hflip(xb, sb, torch.rand(xb.shape[0], generator=gen, device=dev) < 0.5)
-            s, _ = predictor(transform.test(xb))
-            target = target_distribution(sb)
-            value = kld_loss(s, target)
-            if loss == "kld_cc":  # UNISAL's weights: kld 1, cc -0.1 (ser.md §4)
-                value = value - 0.1 * cc(s, target).mean()
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            total += value.detach() * xb.shape[0]
-        train_loss = total.item() / n  # one sync per epoch
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(f"pretrain_saliency: non-finite training loss in epoch {epoch}")
-        sched.step()
-        val = saliency_metrics(predictor, val_x, val_sal, transform, eval_batch_size)
-        rows.append({"epoch": epoch, "train_loss": train_loss, "val_kld": val["kld"], "val_cc": val["cc"],
-                     "val_sim": val["sim"], "lr": lrs[0], "cnn_lr": lrs[1], "seconds": time.time() - started,
-                     "best": False, "baseline": None})
-        if val["kld"] < best[0]:
-            best = (val["kld"], copy.deepcopy(predictor.state_dict()), epoch)
-        log(f"pretrain_saliency epoch {epoch}/{epochs}: train {train_loss:.4f} val KLD {val['kld']:.4f} "
-            f"CC {val['cc']:.4f} SIM {val['sim']:.4f}")
-    if best[1] is not None:
-        predictor.load_state_dict(best[1])
-        rows[best[2] - 1]["best"] = True
-    predictor.eval()
-    for name, m in reference_baselines(val_sal).items():
-        rows.append({"epoch": -1, "train_loss": math.nan, "val_kld": m["kld"], "val_cc": m["cc"], "val_sim": m["sim"],
-                     "lr": math.nan, "cnn_lr": math.nan, "seconds": math.nan, "best": False, "baseline": name})
-    return predictor, rows
-
-
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 class CheckpointKeyError(CLError, ValueError):
@@ -363,7 +274,8 @@ _DOMAIN_BN_CHILDREN = ("skip_2x", "skip_4x", "upsampling_2", "post_upsampling_2"
 
 
 def external_key_map(predictor: SaliencyPredictor) -> dict[str, str]:
-    """our state-dict key -> key in the authors' UNISAL-trainer checkpoint (ser.md §4 `sal_ckpt_external`).
+    """our state-dict key -> key in the authors' UNISAL-trainer checkpoint
+    (docs/ser.md#upstream-checkpoint-compatibility).
 
     Derived from SER's `models/aux/unisal.py` (we do not have the file itself, so this is a
     reconstruction from the code): `encoder.X` -> `cnn.X` (same ResNet18 names, no head); decoder
@@ -411,78 +323,3 @@ def load_external_checkpoint(predictor: SaliencyPredictor, path_or_state) -> dic
     return {"loaded": len(ours), "dropped": sorted(set(state) - used)}
 
 
-# ---------------------------------------------------------------------------------------------- pipeline entry
-
-def _transform(pixel_max, normalization: dict) -> Transform:
-    return Transform(pixel_max=float(pixel_max), mean=torch.tensor(normalization["mean"], dtype=torch.float32),
-                     std=torch.tensor(normalization["std"], dtype=torch.float32))
-
-
-def run_pretraining(prepared_name: str, train_split: str, val_split: str, prepared_dir, out_dir,
-                    nf: int, widths, epochs: int, batch_size: int, seed: int = 0, device="cpu",
-                    normalization: dict | None = None, **recipe) -> dict:
-    """Rule `pretrain_saliency` (ser.md §4): train S on `<prepared_name>` fields x and sal, validate on
-    `val_split`, write `<out_dir>/saliency_predictor.pt` and `<out_dir>/pretrain_metrics.parquet`
-    (the rows of `pretrain_saliency`), return a summary. Images are normalised with the dataset's
-    `normalization_computed` unless `normalization` ({"mean": [...], "std": [...]}) is given.
-    `recipe`: the optimiser/loss keywords of `pretrain_saliency`."""
-    started = time.time()
-    dev = pick_device(str(device))
-    meta = data.metadata(prepared_name, prepared_dir)
-    norm = normalization or meta["normalization_computed"]
-    transform = _transform(meta["pixel_max"], norm)
-    train = data.load(prepared_name, train_split, prepared_dir, dev)
-    val = data.load(prepared_name, val_split, prepared_dir, dev)
-    in_shape = tuple(train["x"].shape[1:])
-    predictor, rows = pretrain_saliency(train["x"], train["sal"], val["x"], val["sal"], transform, in_shape, nf=nf,
-                                        widths=tuple(widths), epochs=epochs, batch_size=batch_size, seed=seed,
-                                        device=dev, **recipe)
-    best = next(r for r in rows if r["best"])
-    baselines = {r["baseline"]: {"kld": r["val_kld"], "cc": r["val_cc"], "sim": r["val_sim"]}
-                 for r in rows if r["baseline"]}
-    summary = {"best_epoch": best["epoch"], "val_kld": best["val_kld"], "val_cc": best["val_cc"],
-               "val_sim": best["val_sim"], "baselines": baselines,
-               "kld_reduction_vs_uniform": 1 - best["val_kld"] / baselines["uniform"]["kld"],
-               "seconds": time.time() - started}
-    out_dir = Path(out_dir)
-    extra = {"dataset": prepared_name, "train_split": train_split, "val_split": val_split, "seed": seed,
-             "epochs": epochs, "batch_size": batch_size, "nf": nf, "widths": list(widths),
-             "recipe": {k: v for k, v in recipe.items() if k != "log"},
-             "normalization": {"mean": list(map(float, norm["mean"])), "std": list(map(float, norm["std"]))},
-             "summary": summary, "clcore_version": __version__, "git_commit": git_commit()}
-    save_predictor(out_dir / "saliency_predictor.pt", predictor, extra)
-    with atomic_path(out_dir / "pretrain_metrics.parquet") as tmp:
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-    return summary
-
-
-def write_pseudo_maps(predictor_path, prepared_name: str, prepared_dir, out_dir, splits=("train", "test"),
-                      device="cpu", batch_size: int = 64) -> dict:
-    """Rule `pseudo_saliency` (ser.md §4): round(255·S(x)) as uint8 [N,1,H,W] for every image of the
-    splits, written to `<out_dir>/<split>.sal.npy` in the prepared row order, with a meta.json naming
-    the predictor and the sha256 of every file. SER runs then train on these maps."""
-    from .data.prepared import file_digest, stage_array, write_array
-    from .io import write_json
-
-    dev = pick_device(str(device))
-    predictor = load_predictor(predictor_path, dev).eval()
-    meta = data.metadata(prepared_name, prepared_dir)
-    # the images are normalised as during pretraining (and as the SER benchmarks feed them to S)
-    norm = predictor.extra.get("normalization") or meta["normalization_computed"]  # the latter: no record
-    transform = _transform(meta["pixel_max"], norm).to(dev)
-    out_dir = Path(out_dir)
-    files = {}
-    for split in splits:
-        x = data.read_split(Path(prepared_dir) / prepared_name, split)["x"]  # memory-mapped
-        maps = stage_array(out_dir, split, "sal", (x.shape[0], 1, *x.shape[2:]), np.uint8)
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                s, _ = predictor(transform.test(torch.from_numpy(np.array(x[i:i + batch_size])).to(dev)))
-                maps[i:i + batch_size] = torch.round(255 * s).to(torch.uint8).cpu().numpy()
-        path = out_dir / f"{split}.sal.npy"
-        write_array(path, maps)
-        files[path.name] = file_digest(path)
-    record = {"dataset": prepared_name, "predictor": str(predictor_path), "predictor_sha256": file_digest(predictor_path),
-              "files": files, "deviation": "pseudo ground truth of our pretrained predictor, not the authors' maps"}
-    write_json(out_dir / "meta.json", record)
-    return record

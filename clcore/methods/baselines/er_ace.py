@@ -8,21 +8,23 @@ not push old logits down. The mask is built arithmetically (no host synchronisat
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from ..backbones import CosineLinear
-from . import register
-from .base import ContinualMethod, Hparams
+from ...backbones import CosineLinear
+from .. import register
+from ..base import ContinualMethod, Hparams
 
 
 @dataclass
 class ERACEHparams(Hparams):
-    lr: float = 0.03           # seq-cifar10 offline has no upstream entry: ours (baselines.md §5.2)
+    lr: float = 0.03           # no upstream entry on seq-cifar10: docs/baselines.md#values-without-an-upstream-entry
     minibatch_size: int = 32   # idem
     task_free: bool = False    # AML / current Mammoth: mask and replay from the first step
-    classifier: str = "linear"  # linear (legacy, SER and WSCL forks) | cosine (current Mammoth, scale 10)
+    # linear: legacy Mammoth, the SER and WSCL forks; cosine: current Mammoth (scale 10)
+    classifier: Literal["linear", "cosine"] = "linear"
 
 
 def ace_mask(y: torch.Tensor, max_seen: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -39,8 +41,6 @@ class ERACE(ContinualMethod):
     uses_buffer = True
 
     def __init__(self, net, hp, ctx):
-        if hp.classifier not in ("linear", "cosine"):
-            raise ValueError(f"classifier must be 'linear' or 'cosine', not {hp.classifier!r}")
         if hp.classifier == "cosine":  # before the optimiser is built over the parameters
             net.classifier = CosineLinear(net.feature_dim, ctx.n_classes).to(ctx.device)
         super().__init__(net, hp, ctx)

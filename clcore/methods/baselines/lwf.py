@@ -1,4 +1,4 @@
-"""Learning without Forgetting, in its two Mammoth forms (baselines.md §4).
+"""Learning without Forgetting, in its two Mammoth forms (docs/baselines.md#method-details).
 
 `lwf` (DER-paper variant, `models/lwf.py` @7ab9db9): before each new task the classifier is warmed up
 on the new classes with frozen features, the network's logits on the task's non-augmented images are
@@ -13,12 +13,13 @@ current ones. iCaRL (icarl.py) adds exemplars to the same loss.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from . import register
-from .base import ContinualMethod, Hparams
+from .. import register
+from ..base import ContinualMethod, Hparams
 
 
 def smooth_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -33,10 +34,10 @@ def soft_cross_entropy(target: torch.Tensor, prediction: torch.Tensor) -> torch.
 
 @dataclass
 class LwFHparams(Hparams):
-    lr: float = 0.01                 # best_args seq-cifar10 (baselines.md §5.2)
+    lr: float = 0.01                 # best_args seq-cifar10 (docs/baselines.md#sources-of-the-values)
     alpha: float = 3.0               # distillation weight, idem
     softmax_temp: float = 2.0        # parsed upstream but ignored there (see lwf_temp_source)
-    lwf_temp_source: str = "hardcoded"  # hardcoded: T = 2 as upstream | arg: use softmax_temp
+    lwf_temp_source: Literal["hardcoded", "arg"] = "hardcoded"  # hardcoded: T = 2 as upstream | arg: use softmax_temp
     wd_reg: float = 5e-4             # explicit λΣθ² in the loss, idem
 
 
@@ -100,7 +101,7 @@ def icarl_targets(y, old_probs, past: int, seen: int) -> torch.Tensor:
 
 @dataclass
 class LwFMCHparams(Hparams):
-    lr: float = 0.1    # ours: the sgd lr where no upstream entry exists (baselines.md §5.2)
+    lr: float = 0.1    # ours: sgd's lr (docs/baselines.md#values-without-an-upstream-entry)
     wd_reg: float = 0.0  # optional explicit λΣθ²
 
 

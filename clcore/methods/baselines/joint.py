@@ -7,18 +7,19 @@ after every task, filling the whole matrix at T times the cost.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from ..scenarios import Task
-from . import register
-from .base import ContinualMethod, Hparams
+from ...scenarios import Task
+from .. import register
+from ..base import ContinualMethod, Hparams
 
 
 @dataclass
 class JointHparams(Hparams):
-    joint_mode: str = "final"  # final | incremental
+    joint_mode: Literal["final", "incremental"] = "final"
 
 
 @register("joint")
@@ -26,8 +27,6 @@ class Joint(ContinualMethod):
     Hparams = JointHparams
 
     def __init__(self, net, hp, ctx):
-        if hp.joint_mode not in ("final", "incremental"):
-            raise ValueError(f"joint_mode must be 'final' or 'incremental', not {hp.joint_mode!r}")
         super().__init__(net, hp, ctx)
         self.seen: list[Task] = []
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from . import register
-from .base import ContinualMethod, Hparams
+from .. import register
+from ..base import ContinualMethod, Hparams
 
 
 @dataclass
 class DERHparams(Hparams):
-    lr: float = 0.03           # best_args seq-cifar10 buffer 200 (baselines.md §5.2)
+    lr: float = 0.03           # best_args seq-cifar10 buffer 200 (docs/baselines.md#sources-of-the-values)
     alpha: float = 0.3         # logit-replay weight, idem
     beta: float = 0.0          # label-replay weight; 0 = DER
     minibatch_size: int = 32   # = batch size in best_args
@@ -44,5 +44,5 @@ class DER(ContinualMethod):
         return {"loss": loss, **losses}
 
 
-# DER++: best_args seq-cifar10 buffer 200: lr 0.03, α 0.1, β 0.5 (baselines.md §5.2)
+# DER++: best_args seq-cifar10 buffer 200: lr 0.03, α 0.1, β 0.5 (docs/baselines.md#sources-of-the-values)
 register("derpp", alpha=0.1, beta=0.5)(DER)

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import register
-from .base import ContinualMethod, Hparams
+from .. import register
+from ..base import ContinualMethod, Hparams
 
 
 @dataclass
 class ERHparams(Hparams):
-    minibatch_size: int = 32  # buffer batch; 128 at the DER release, 32 later (baselines.md §5.2)
+    minibatch_size: int = 32  # buffer batch; 128 at the DER release, 32 later (docs/baselines.md#er-buffer-batch)
 
 
 @register("er")

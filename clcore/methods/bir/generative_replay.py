@@ -1,8 +1,10 @@
-"""Generative replay and brain-inspired replay (van de Ven, Siegelmann & Tolias, Nat. Commun. 2020), bir.md §2-4.
+"""Generative replay and brain-inspired replay (van de Ven, Siegelmann & Tolias, Nat. Commun. 2020),
+docs/bir.md#components.
 
 One class, `GenerativeReplay`; every variant is a registry preset of its component flags:
 rtf = `feedback` (the VAE is the classifier, its frozen copy generates and labels the replay), con = `prior: gmm`,
-gat = `dg_prop > 0`, int = `internal_replay` (+ `freeze_conv`), dis = `distill`. Per iteration (bir.md §4.1):
+gat = `dg_prop > 0`, int = `internal_replay` (+ `freeze_conv`), dis = `distill`. Per iteration
+(docs/bir.md#losses):
 
     L_cur = L_rec + L_KL + CE(logits[:, active], y)
     L_rpl = L_rec + L_KL + (T² KD(logits[:, active], s̃) or CE on ŷ = argmax s̃)      (mean over heads in task-IL)
@@ -16,49 +18,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from ..backbones.bir_vae import BIRVAE
-from ..scenarios import CLASS_ORDERS
-from . import register
-from .base import ContinualMethod, Hparams, LossLog
-from .regularizers import SIImportance
+from ...scenarios import ClassOrder
+from .. import register
+from ..base import ContinualMethod, Hparams, LossLog
+from ..baselines import SIImportance
+from .vae import BIRVAE, Prior
 
 
 @dataclass
-class GRConfig(Hparams):
-    scenario: str = "class"            # class | task: labels and heads used in training ([BIR] --scenario)
-    class_order: str = "bir_seeded"    # RandomState(seed).permutation of the labels, applied by train.py ([BIR] data/load.py)
+class GRHparams(Hparams):
+    scenario: Literal["class", "task"] = "class"  # labels and heads used in training ([BIR] --scenario)
+    class_order: ClassOrder = "bir_seeded"  # RandomState(seed).permutation of the labels ([BIR] data/load.py)
     iters: int = 2000                  # optimiser steps per task ([BIR] options.py, split MNIST)
     batch_size: int = 128              # B, also the replay batch B_r ([BIR] options.py, split MNIST)
     lr: float = 1e-3                   # Adam, betas (0.9, 0.999), one optimiser for the run ([BIR] options.py, MNIST)
     fc_units: int = 400                # fc hidden units ([BIR] options.py, split MNIST)
     fc_layers: int = 2                 # hidden fc layers: fcE = [D_h, U, U] ([BIR] --fc-lay 3)
     z_dim: int = 100                   # latent size ([BIR] options.py)
-    conv: str = "none"                 # none | pretrained (artefact bir_conv) | scratch ([BIR] --depth, --pre-convE)
+    conv: Literal["none", "pretrained", "scratch"] = "none"  # pretrained: artefact bir_conv ([BIR] --pre-convE)
     c0: int = 16                       # convE start channels ([BIR] --channels)
     freeze_conv: bool = False          # convE frozen, BN in eval mode ([BIR] --freeze-convE)
     internal_replay: bool = False      # replay convE features instead of pixels ([BIR] --hidden)
     feedback: bool = False             # replay-through-feedback: one VAE is classifier and generator ([BIR] --feedback)
-    prior: str = "standard"            # standard | gmm: one learnable mode per class ([BIR] --prior GMM --per-class)
+    prior: Prior = "standard"          # gmm: one learnable mode per class ([BIR] --prior GMM --per-class)
     dg_prop: float = 0.0               # probability of a zero in the decoder gate masks, 0 = no gates ([BIR] --dg-prop)
     distill: bool = False              # teacher soft targets on replay, else hard ŷ ([BIR] --distill)
     temperature: float = 2.0           # distillation temperature T ([BIR] --temp)
-    recon_loss: str = "bce"            # bce: [0,1] pixels, sigmoid out | mse: normalised pixels ([BIR] --recon-loss)
+    recon_loss: Literal["bce", "mse"] = "bce"  # bce: [0,1] pixels, sigmoid | mse: normalised ([BIR] --recon-loss)
     si_c: float = 0.0                  # SI strength, 0 = off ([BIR] --si --c)
     si_xi: float = 0.1                 # SI damping ξ ([BIR] --epsilon)
-    si_scope: str = "encoder_classifier"  # encoder_classifier ([BIR]) | all ([CL]); bir.md §8.5
-    kl_divisor: str = "input"          # input: D_in ([BIR]) | features: reconstructed units ([CL]); bir.md §8.1
-    replay_gate: str = "teacher"       # teacher: π or one-hot ŷ ([BIR]) | sampled_class; bir.md §8.3
-    taskil_gate_global: bool = False   # task-IL current-data gate from the global label (upstream: within-task); §8.4
-
-
-_CHOICES = {"scenario": ("class", "task"), "class_order": CLASS_ORDERS,
-            "conv": ("none", "pretrained", "scratch"), "prior": ("standard", "gmm"), "recon_loss": ("bce", "mse"),
-            "si_scope": ("encoder_classifier", "all"), "kl_divisor": ("input", "features"),
-            "replay_gate": ("teacher", "sampled_class")}
+    si_scope: Literal["encoder_classifier", "all"] = "encoder_classifier"  # [BIR]; all: [CL] (docs/bir.md#si-scope)
+    kl_divisor: Literal["input", "features"] = "input"  # D_in [BIR] | reconstructed units [CL] (docs/bir.md#kl-divisor)
+    replay_gate: Literal["teacher", "sampled_class"] = "teacher"  # π or one-hot ŷ [BIR] (docs/bir.md#replay-gate)
+    taskil_gate_global: bool = False   # task-IL current-data gate from the global label (docs/bir.md#task-il-gate-rows)
 
 
 @dataclass
@@ -95,7 +92,7 @@ class VAEPass:
     recon_target: torch.Tensor | None
 
 
-# -- the loss terms of bir.md §4.1 (per-sample; log N drops the 2π constant) ---------------------------------
+# -- the loss terms of docs/bir.md#losses (per-sample; log N drops the 2π constant) ---------------------
 def log_normal(z, mean, logvar):
     return -0.5 * (logvar + (z - mean) ** 2 / logvar.exp()).sum(-1)
 
@@ -124,7 +121,7 @@ def mix(loss_cur, loss_rpl, t: int):
 
 
 def si_accumulate(si: SIImportance, in_scope: list[bool]) -> None:
-    """W += −g ⊙ Δθ for the parameters in scope; the others keep W = 0, hence Ω = 0 (bir.md §4.3)."""
+    """W += −g ⊙ Δθ for the parameters in scope; the others keep W = 0, hence Ω = 0 (docs/bir.md#si-and-ewc)."""
     si.after_step(0.0, [p.grad if s else None for p, s in zip(si.params, in_scope)])
 
 
@@ -134,13 +131,10 @@ def _adam(model, lr: float):
 
 
 class GenerativeReplay(ContinualMethod):
-    Hparams = GRConfig
+    Hparams = GRHparams
     uses_generator = True  # False: the classifier-only gr_ baselines (no VAE anywhere)
 
-    def __init__(self, net, hp: GRConfig, ctx):
-        for name, valid in _CHOICES.items():
-            if getattr(hp, name) not in valid:
-                raise ValueError(f"{name} must be one of {valid}, not {getattr(hp, name)!r}")
+    def __init__(self, net, hp: GRHparams, ctx):
         if hp.internal_replay and not hp.freeze_conv and hp.conv != "none":
             raise ValueError("internal_replay needs freeze_conv (replayed features must keep their meaning)")
         rtf = hp.feedback and self.uses_generator
@@ -162,12 +156,8 @@ class GenerativeReplay(ContinualMethod):
             self.si_scope = [hp.si_scope == "all" or n.split(".")[0] in ("convE", "fcE", "classifier")
                              for n, _ in named]
 
-    @classmethod
-    def artefacts_for(cls, hparams: dict) -> tuple[str, ...]:
-        return ("bir_conv",) if hparams.get("conv") == "pretrained" else ()
-
     @staticmethod
-    def build(hp: GRConfig, ctx, classifier: bool, decoder: bool) -> BIRVAE:
+    def build(hp: GRHparams, ctx, classifier: bool, decoder: bool) -> BIRVAE:
         model = BIRVAE(ctx.input_shape, ctx.n_classes, hp.fc_units, hp.fc_layers, hp.z_dim, conv=hp.conv != "none",
                        c0=hp.c0, internal=hp.internal_replay, freeze_conv=hp.freeze_conv, classifier=classifier,
                        decoder=decoder, prior=hp.prior, dg_prop=hp.dg_prop,
@@ -219,7 +209,7 @@ class GenerativeReplay(ContinualMethod):
     def n_iters(self, task) -> int:
         return self.hp.iters
 
-    # -- the run (bir.md §4.2) -------------------------------------------------------------------------
+    # -- the run (docs/bir.md#iterations-and-optimiser) --------------------------------------------------
     def begin_task(self, task):
         self.task = task.index  # the optimisers are created once and never reset
 
@@ -313,7 +303,8 @@ class GenerativeReplay(ContinualMethod):
 
     def current_terms(self, model: BIRVAE, x, y):
         lo, hi = self.head(self.task)
-        gate_y = y - lo if self.hp.scenario == "task" and not self.hp.taskil_gate_global else y  # §8.4 quirk
+        # task-IL: the within-task label by default (docs/bir.md#task-il-gate-rows)
+        gate_y = y - lo if self.hp.scenario == "task" and not self.hp.taskil_gate_global else y
         out = self.forward_pass(model, x, F.one_hot(gate_y, self.ctx.n_classes).float() if model.gated else None)
         terms = {}
         if model.decoder:
@@ -349,7 +340,7 @@ class GenerativeReplay(ContinualMethod):
             last, prev_out = (rep, out), out
         return total, last
 
-    # -- replay (bir.md §4.2) -------------------------------------------------------------------------
+    # -- replay (docs/bir.md#replay-sampling) ----------------------------------------------------------
     @property
     def gated(self) -> bool:
         return self.net.gated or (self.gen is not None and self.gen.gated)
@@ -402,8 +393,9 @@ class GenerativeReplay(ContinualMethod):
             self.si.load_state_dict(state["si"])
 
 
-# Registry presets (bir.md §2). dg_prop defaults: [BIR] split CIFAR-100 class-IL (options.py, compare_CIFAR100_bir.py);
-# config/hparams/bir.yaml sets the per-benchmark values. conv/fc sizes come from the YAML too.
+# Registry presets (docs/bir.md#generative-replay-presets). dg_prop defaults: [BIR] split CIFAR-100 class-IL
+# (options.py, compare_CIFAR100_bir.py); config/hparams/bir.yaml sets the per-benchmark values. conv/fc sizes
+# come from the YAML too.
 _INT = dict(internal_replay=True, freeze_conv=True)
 _BIR = dict(feedback=True, prior="gmm", dg_prop=0.7, distill=True, **_INT)
 PRESETS = {

@@ -1,4 +1,4 @@
-"""The conv layers of the BI-R family (bir.md §4.4, rule `pretrain_bir_conv`).
+"""The conv layers of the BI-R family (docs/bir.md#conv-pretraining, rule `pretrain_bir_conv`).
 
 [BIR] pretrains `convE` once as part of a plain classifier (convE -> fc(units) -> fc(units) -> linear,
 cross-entropy, Adam, random crop with edge-repeating padding + horizontal flip) on a dataset other than
@@ -14,22 +14,52 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, data
-from .augment import Transform
-from .backbones.bir_vae import ConvE
-from .data.prepared import file_digest
-from .device import pick_device
-from .errors import ChecksumError, DatasetMissingError, NonFiniteLossError
-from .io import atomic_path, git_commit, write_json
-from .scenarios import ConvPretraining
+from ... import __version__, data
+from ...augment import Transform
+from ...data.prepared import file_digest
+from ...device import pick_device
+from ...errors import ChecksumError, DatasetMissingError, NonFiniteLossError
+from ...io import atomic_path, git_commit, write_json
+from .vae import ConvE
 
-log = logging.getLogger("clcore.bir_conv")
+log = logging.getLogger("clcore.bir.conv_pretraining")
+
+
+@dataclass(frozen=True)
+class ConvPretraining:
+    """Where and how rule pretrain_bir_conv trains the conv layers of the BI-R family
+    (docs/bir.md#conv-pretraining): a classifier convE + fc(units, units) + linear, cross-entropy, Adam, crop
+    with symmetric padding + flip."""
+    prepared: str
+    train_split: str
+    val_split: str
+    c0: int                    # convE channels c0, 2c0, ..., 16c0: must equal the runs' `c0`
+    fc_units: int
+    epochs: int
+    batch_size: int
+    lr: float
+    mean: tuple | None = None  # None: the train split's own statistics
+    std: tuple | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"e{self.epochs}"
+
+
+CIFAR10_NORMALIZATION = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}  # [BIR] data/available.py
+CONV_PRETRAINING = {
+    # [BIR] create_figures.sh / main_pretrain.py: 100 epochs of batch 256 at Adam 1e-4 on CIFAR-10
+    "cifar10": ConvPretraining("cifar10", "train", "test", 16, 2000, 100, 256, 1e-4, **CIFAR10_NORMALIZATION),
+    # embedded (docs/bir.md#embedded-recipe): the shapes auxiliary categories, disjoint from the CL stream
+    "shapes": ConvPretraining("shapes", "aux_train", "aux_test", 8, 256, 20, 64, 1e-3),
+}
 
 UPSTREAM_FILE = "C3-5x16-bn"  # [BIR] store/models/, a legacy pickle {'state': state_dict}
 UPSTREAM_SHA256 = "02e44cf21681d2d1ece1b683bae9a1525cf794f73865a69e32af330bcb4741e9"
@@ -59,7 +89,7 @@ def _accuracy(model, x, y, transform, batch_size: int = 512) -> float:
     return 100.0 * correct / x.shape[0]
 
 
-def pretrain_bir_conv(recipe: ConvPretraining, prepared_dir, out_dir, seed: int = 0, device="cpu") -> dict:
+def pretrain_conv(recipe: ConvPretraining, prepared_dir, out_dir, seed: int = 0, device="cpu") -> dict:
     """Train the classifier of `recipe`, write `<out_dir>/conv.pt`, `classifier.pt` and `meta.json`, and
     return the meta record."""
     started = time.time()

@@ -8,19 +8,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import register
-from .base import ContinualMethod, Hparams
-from .regularizers import EWCFisher
+from .. import register
+from ..base import ContinualMethod, Hparams
+from .regularizers import EWCFisher, FisherBN, FisherKind, FisherNorm
 
 
 @dataclass
 class EWCHparams(Hparams):
-    lr: float = 0.03                   # best_args seq-cifar10 (baselines.md §5.2)
-    e_lambda: float = 10.0             # penalty strength λ, idem
-    gamma: float = 1.0                 # decay of the running Fisher, idem
-    fisher: str = "mammoth"            # mammoth | empirical | expected (fidelity note 7)
-    fisher_bn: str = "train"           # train (upstream) | eval
-    fisher_norm: str = "batches_times_b"  # upstream normaliser | n_samples
+    lr: float = 0.03                   # best_args seq-cifar10 (docs/baselines.md#sources-of-the-values)
+    ewc_lambda: float = 10.0           # penalty strength λ, idem
+    ewc_gamma: float = 1.0             # decay of the running Fisher, idem
+    fisher: FisherKind = "mammoth"     # docs/baselines.md#ewc-fisher-weighting
+    fisher_bn: FisherBN = "train"      # train (upstream) | eval
+    fisher_norm: FisherNorm = "batches_times_b"  # upstream normaliser | n_samples
 
 
 @register("ewc_on")
@@ -29,12 +29,12 @@ class OnlineEWC(ContinualMethod):
 
     def __init__(self, net, hp, ctx):
         super().__init__(net, hp, ctx)
-        self.ewc = EWCFisher(net, hp.gamma, hp.fisher, hp.fisher_bn, hp.fisher_norm)
+        self.ewc = EWCFisher(net, hp.ewc_gamma, hp.fisher, hp.fisher_bn, hp.fisher_norm)
 
     def observe(self, x, y, x_raw):
         ce = F.cross_entropy(self.net(x), y)
         penalty = self.ewc.penalty()
-        loss = ce + self.hp.e_lambda * penalty
+        loss = ce + self.hp.ewc_lambda * penalty
         self.step(loss)
         return {"loss": loss, "ce": ce, "penalty": torch.as_tensor(penalty)}
 

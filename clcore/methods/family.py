@@ -1,0 +1,32 @@
+"""What the pipeline needs from a method family, in one small interface.
+
+Each family package (`clcore/methods/<family>/`) defines `FAMILY = Family(...)`. The pipeline asks it
+which pretrained inputs a run needs (`clcore.pipeline`, rule `train`'s inputs) and lets it adapt the
+benchmark's data before a run trains (`clcore.train`). The rules that make a family's pretrained
+inputs live in `rules/<family>.smk` and write to the paths the family names here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+def no_artefacts(method: str, hparams: dict, benchmark: str, config: dict) -> dict[str, str]:
+    return {}
+
+
+def data_as_prepared(scenario, artefacts: dict) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    # (method name, resolved hyperparameters, benchmark, pipeline config) -> {artefact name: path under the
+    # results directory}; the run receives them as Context.artefacts. Fails with a clear message where the
+    # benchmark has no recipe for an input the run needs.
+    artefacts: Callable[[str, dict, str, dict], dict[str, str]] = no_artefacts
+    # (Scenario, {artefact name: path}) -> deviations recorded in run.json; may change the scenario's data
+    # (SER: its targets become the pretrained predictor's pseudo maps).
+    prepare_scenario: Callable[..., list[str]] = data_as_prepared
