@@ -15,12 +15,15 @@ EMBEDDED_HASHES = "config/reference/embedded_hashes.json"  # docs/datasets.md#re
 
 
 class Group(click.Group):
-    """Turns clcore's errors into one clear line and the error's exit code (no traceback)."""
+    """Turns clcore's errors into one clear message and the error's exit code (README "Troubleshooting");
+    `--debug` shows the traceback instead."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CLError as err:
+            if ctx.params.get("debug"):
+                raise
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
 
@@ -49,7 +52,8 @@ def parse_artefacts(pairs) -> dict:
 
 @click.group(cls=Group)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
-def main(verbose):
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of its one-line message.")
+def main(verbose, debug):
     """Reproduce brain-inspired continual-learning methods and their baselines."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import DamagedOutputError
 from .io import atomic_path, read_json
-from .results import (ACCURACY_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, TASK_METRICS_SCHEMA, load_metrics,
-                      write_table)
+from .results import (ACCURACY_SCHEMA, METRICS_SCHEMA, RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, TASK_METRICS_SCHEMA,
+                      read_table, write_table)
 
 
 def run_identity(info: dict) -> dict:
@@ -23,17 +24,31 @@ def run_identity(info: dict) -> dict:
             "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"])}
 
 
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """(run.json, metrics.parquet) of a finished run; a damaged one raises a DamagedOutputError that names the
+    run and how to train it again."""
+    try:
+        return read_json(run_dir / "run.json"), read_table(run_dir / "metrics.parquet", METRICS_SCHEMA)
+    except (OSError, ValueError, DamagedOutputError) as err:  # ValueError: a truncated run.json
+        reason = (f"metrics.parquet {err.reason}" if isinstance(err, DamagedOutputError)
+                  else f"run.json cannot be read ({err}), the file is damaged")
+        benchmark, name, buffer, seed = run_dir.parts[-4:]
+        by_hand = (f"; by hand: `clcore train -b {benchmark} -m {name} --buffer {buffer[3:]} --seed {seed[4:]}`"
+                   if "-" not in name else "")  # an override's values are in its damaged run.json
+        raise DamagedOutputError(f"run {run_dir}", reason, "Train it again (nothing to delete by hand): "
+                                 f"`snakemake --cores all --forcerun {run_dir / 'metrics.parquet'}`{by_hand}.") from err
+
+
 def collect(run_dirs, out_runs, out_accuracy, out_summary=None, out_task_metrics=None) -> pd.DataFrame:
     runs, accuracy, task_metrics = [], [], []
     for run_dir in map(Path, run_dirs):
-        info = read_json(run_dir / "run.json")
+        info, metrics = read_run(run_dir)
         ident = run_identity(info)
         row = {**ident, "hparam_hash": info["run_name"].partition("-h")[2] or None,
                "wall_time_s": info["wall_time_s"], "device": info["device"], "git_commit": info["git_commit"],
                "clcore_version": info["versions"]["clcore"], "run_json": str(run_dir / "run.json")}
         row.update({f"{s}_{m}": info["summary"][s][m] for s in SETTINGS for m in SUMMARY_METRICS})
         runs.append(row)
-        metrics = load_metrics(run_dir / "metrics.parquet")
         acc = metrics[metrics.metric == "accuracy"][["setting", "after_task", "eval_task", "value"]]
         accuracy.append(acc.assign(**ident))
         per_task = metrics[(metrics.metric != "accuracy") & metrics.eval_task.notna() & (metrics.after_task >= 0)]

@@ -1,4 +1,9 @@
-"""Errors with actionable messages. Each carries the exit code the CLI returns for it."""
+"""Errors with actionable messages. Each carries the exit code the CLI returns for it (README "Troubleshooting"):
+
+1 any other clcore error, 2 bad input (unknown name, invalid value or config, missing manual dataset),
+3 damaged data (a download or a prepared file whose checksum differs), 4 a non-finite loss, 5 no free GPU
+slot, 6 GPU out of memory, 7 the run is already training in another process, 8 a damaged result file.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,12 @@ import difflib
 
 class CLError(Exception):
     exit_code = 1
+
+
+class InputError(CLError, ValueError):
+    """Bad input: an invalid value, config or combination of settings; the message says what to change."""
+
+    exit_code = 2
 
 
 class UnknownNameError(CLError, KeyError):
@@ -49,7 +60,25 @@ class DatasetMissingError(CLError):
 
 
 class ChecksumError(CLError):
+    """A file whose bytes differ from their recorded checksum (a download, a prepared array)."""
+
     exit_code = 3
+
+
+class RunInProgressError(CLError):
+    """The run directory is locked by another process that is training the same run."""
+
+    exit_code = 7
+
+
+class DamagedOutputError(CLError):
+    """A result file that cannot be read: `what` (a file, or the run it belongs to), why, and how to redo it."""
+
+    exit_code = 8
+
+    def __init__(self, what, reason: str, redo: str):
+        self.what, self.reason = what, reason
+        super().__init__(f"{what}: {reason}.\n  {redo}")
 
 
 class NonFiniteLossError(CLError):

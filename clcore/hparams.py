@@ -21,17 +21,15 @@ from typing import Literal
 
 import yaml
 
-from .errors import CLError, UnknownNameError
+from .errors import InputError, UnknownNameError
 from .methods import get_method
 from .scenarios import get_benchmark
 
 DEFAULTS, PROTOCOL, PRESET = "dataclass default", "benchmark protocol", "registry preset"
 
 
-class HparamError(CLError, ValueError):
+class HparamError(InputError):
     """A hyperparameter value that does not fit its declared type or allowed values."""
-
-    exit_code = 2
 
 
 def load_hparam_tables(hparams_dir) -> dict:
@@ -39,11 +37,15 @@ def load_hparam_tables(hparams_dir) -> dict:
     one file only. Top-level keys starting with "_" only hold YAML anchors (shared protocols)."""
     tables: dict = {}
     for path in sorted(Path(hparams_dir).glob("*.yaml")):
-        for method, entry in (yaml.safe_load(path.read_text()) or {}).items():
+        try:
+            entries = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise InputError(f"{path} is not valid YAML: {err}") from None
+        for method, entry in entries.items():
             if method.startswith("_"):
                 continue
             if method in tables:
-                raise ValueError(f"method '{method}' is defined in two hparam files ({tables[method][1]} and {path})")
+                raise InputError(f"method '{method}' is defined in two hparam files ({tables[method][1]} and {path})")
             tables[method] = (entry, path)
     return tables
 

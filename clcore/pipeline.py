@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InputError
 from .hparams import resolve, run_name
 from .methods import family_of, get_method
 from .report.figures import EXPERIMENT_FIGURES, FIGURES, SALIENCY_FIGURE
@@ -37,7 +38,7 @@ def scenario_override(exp: dict, method: str) -> dict:
         return {}
     cls, _ = get_method(method)
     if "scenario" not in {f.name for f in dataclasses.fields(cls.Hparams)}:
-        raise ValueError(f"experiment '{exp['id']}' (scenario: task): method '{method}' trains one head for both "
+        raise InputError(f"experiment '{exp['id']}' (scenario: task): method '{method}' trains one head for both "
                          f"settings; list it in a class block, whose table reports its task-IL accuracy too")
     return {"scenario": exp["scenario"]}
 
@@ -62,10 +63,10 @@ class Pipeline:
         self.results = Path(config["paths"]["results"])
         self.blocks = {exp["id"]: exp for exp in config["experiments"]}
         if not self.blocks:
-            raise ValueError("the config has no experiment blocks: give `experiments` or `experiment_files`")
+            raise InputError("the config has no experiment blocks: give `experiments` or `experiment_files`")
         if len(self.blocks) < len(config["experiments"]):
             ids = [exp["id"] for exp in config["experiments"]]
-            raise ValueError(f"experiment ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+            raise InputError(f"experiment ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
         self.runs: dict[tuple, Run] = {}
         for exp in config["experiments"]:
             for benchmark in exp["benchmarks"]:
@@ -78,7 +79,7 @@ class Pipeline:
         overrides = {**scenario_override(exp, method), **exp.get("overrides", {}).get(method, {})}
         buffers = exp.get("buffers", []) if cls.uses_buffer else [0]
         if not buffers:
-            raise ValueError(f"experiment '{exp['id']}': method '{method}' needs a buffer, but 'buffers' is empty")
+            raise InputError(f"experiment '{exp['id']}': method '{method}' needs a buffer, but 'buffers' is empty")
         for buffer in buffers:
             hparams = resolve(method, benchmark, buffer, overrides, self.config["paths"]["hparams"],
                               f"experiment '{exp['id']}' overrides")
@@ -181,17 +182,26 @@ class Pipeline:
 
 
 @contextlib.contextmanager
+def job(smk):
+    """The preamble of every rule's script: its output and traceback go to the job's log, and clcore's errors
+    end the job with their one-line message on stderr and their exit code (clcore.errors)."""
+    from .errors import exit_on_error
+    from .io import redirect_output
+
+    with exit_on_error(), redirect_output(smk.log[0]):
+        yield
+
+
+@contextlib.contextmanager
 def gpu_job(smk, what: str, out_dir=None, n_tasks: int | None = None):
-    """The preamble of every GPU rule's script: its output goes to the job's log, clcore's errors exit with
-    their code and message, a GPU out-of-memory error says what to change (clcore.errors.GpuOutOfMemoryError),
-    and a GPU slot is claimed before CUDA starts (clcore.device). Yields (device, slot)."""
+    """`job`, plus: a GPU out-of-memory error says what to change (clcore.errors.GpuOutOfMemoryError), and a GPU
+    slot is claimed before CUDA starts (clcore.device). Yields (device, slot)."""
     import torch
 
     from .device import claim_device
-    from .errors import exit_on_error, gpu_oom_as_error
-    from .io import redirect_output
+    from .errors import gpu_oom_as_error
 
-    with exit_on_error(), redirect_output(smk.log[0]), gpu_oom_as_error(what, out_dir, n_tasks):
+    with job(smk), gpu_oom_as_error(what, out_dir, n_tasks):
         device, slot = claim_device(smk.params.device, smk.params.gpu)
         torch.set_num_threads(smk.threads)
         yield device, slot

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DamagedOutputError
 from .io import atomic_path
 
 SCHEMA_VERSION = "1"
@@ -92,10 +93,19 @@ def write_table(df: pd.DataFrame, schema: pa.Schema, path) -> None:
 
 
 def read_table(path, schema: pa.Schema) -> pd.DataFrame:
-    table = pq.read_table(path)
+    """A table written by `write_table`; one that cannot be read, or is of another schema version, raises a
+    DamagedOutputError that names it and the command that makes it again."""
+    redo = f"Make it again (nothing to delete by hand): `snakemake --cores all --forcerun {path}`."
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DamagedOutputError(path, f"cannot be read ({str(err).strip().splitlines()[0]}), the file is damaged",
+                                 redo) from err
     version = (table.schema.metadata or {}).get(b"schema_version", b"?").decode()
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {version}, this clcore reads {SCHEMA_VERSION}")
+    missing = set(schema.names) - set(table.schema.names)
+    if version != SCHEMA_VERSION or missing:
+        raise DamagedOutputError(path, f"schema_version {version} (this clcore reads {SCHEMA_VERSION})"
+                                 + (f", lacks {sorted(missing)}" if missing else ""), redo)
     return table.to_pandas()
 
 

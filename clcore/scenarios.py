@@ -17,7 +17,8 @@ import torch
 from . import data
 from .augment import Transform
 from .backbones import build_backbone
-from .errors import lookup
+from .data.prepared import check_files
+from .errors import InputError, lookup
 
 
 @dataclass(frozen=True)
@@ -216,10 +217,14 @@ class Scenario:
 
     def replace_field(self, name: str, folder, keep_original_as: str | None = None) -> None:
         """Read the per-sample field `name` of both splits from `<folder>/<split>.<name>.npy` (arrays in the
-        prepared dataset's row order, e.g. SER's pseudo maps); the dataset's own field stays available as
-        `keep_original_as`."""
+        prepared dataset's row order, listed with their sha256 and stamp in `<folder>/meta.json`, e.g. SER's
+        pseudo maps); the dataset's own field stays available as `keep_original_as`."""
         if self.validation:
-            raise ValueError(f"a replaced field ('{name}') is not available on a held-out validation split")
+            raise InputError(f"a replaced field ('{name}') is not available on a held-out validation split")
+        folder = Path(folder)
+        listed = data.metadata(folder.name, folder.parent)["files"]
+        check_files(folder, {f: listed[f] for f in (f"train.{name}.npy", f"{self.spec.test_split}.{name}.npy")},
+                    f"Rebuild it: `snakemake --cores all --forcerun {folder / 'meta.json'}` (reruns what used it).")
         for split, fields, keep in (("train", self.train_fields, self._train_rows),
                                     (self.spec.test_split, self.test_fields, self._test_rows)):
             values = torch.from_numpy(np.load(Path(folder) / f"{split}.{name}.npy")).to(self.device)[keep]
@@ -245,7 +250,7 @@ class Scenario:
         idx = (self.class_task[self.train_y] == t).nonzero().flatten()
         missing = [f for f in fields if f not in self.train_fields]
         if missing:
-            raise ValueError(f"{self.spec.name}: the method needs the field(s) {', '.join(missing)}, which "
+            raise InputError(f"{self.spec.name}: the method needs the field(s) {', '.join(missing)}, which "
                              f"{self.spec.prepared} does not have (it has {', '.join(self.train_fields) or 'none'})")
         return Task(t, self.task_classes[t], self.train_x[idx], self.train_y[idx],
                     {f: self.train_fields[f][idx] for f in fields})

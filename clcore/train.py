@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .device import describe, pick_device
 from .data.prepared import file_digest
-from .io import atomic_path, git_commit, read_json, write_json
+from .device import describe, pick_device
+from .errors import InputError
+from .io import atomic_path, git_commit, read_json, run_lock, write_json
 from .hparams import make_hparams
 from .methods import family_of, get_method
 from .methods.base import Context
@@ -98,20 +99,26 @@ def run_training(benchmark: str, method: str, buffer_size: int, seed: int, hpara
     inputs (e.g. {"saliency_predictor": path}) for the methods that need them. `keep_final` writes the
     trained weights (no buffer, no optimiser) to `<out_dir>/final.pt` for `load_trained`. `validation`
     trains on 90 % of the training data and evaluates on the held-out rest (hyperparameter searches).
+    The run directory is locked while the run trains: the same run started twice fails with RunInProgressError.
     """
-    started = time.time()
-    spec = get_benchmark(benchmark)
     cls, _ = get_method(method)
     hp = make_hparams(method, hparams)
     if cls.uses_buffer and buffer_size <= 0:
-        raise ValueError(f"method '{method}' replays from a buffer: give a buffer size > 0")
+        raise InputError(f"method '{method}' replays from a buffer: give a buffer size > 0 (--buffer)")
     if not cls.uses_buffer and buffer_size != 0:
-        raise ValueError(f"method '{method}' has no buffer: run it with buffer size 0")
+        raise InputError(f"method '{method}' has no buffer: run it with buffer size 0")
+    with run_lock(out_dir, f"run {benchmark}/{run_name or method}/buf{buffer_size}/seed{seed}"):
+        return _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir, Path(out_dir), run_name,
+                      device, threads, progress, artefacts, keep_final, gpu_slot, validation)
+
+
+def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir, out_dir: Path, run_name, device,
+           threads, progress, artefacts, keep_final, gpu_slot, validation) -> dict:
+    started = time.time()
+    spec = get_benchmark(benchmark)
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     artefacts = dict(artefacts or {})
     scenario, deviations = _scenario(method, spec, prepared_dir, dev, artefacts, hp, seed, validation)

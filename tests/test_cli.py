@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 from click.testing import CliRunner
 
 from clcore.bench import BENCH_SCHEMA

@@ -17,7 +17,6 @@ from clcore import data
 from clcore.cli import main
 from clcore.data import core50, imagefolders
 from clcore.data.prepared import stage_array, write_prepared
-from clcore.errors import DatasetMissingError
 from clcore.scenarios import Scenario, get_benchmark
 from test_real_data import md5
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from clcore.methods import get_method
@@ -134,6 +133,17 @@ def test_end_to_end_small_slice(tmp_path):
     assert "Nothing to be done" in snakemake(wd, "-n").stdout
     snakemake(wd, "--report", "report.zip")
     assert (wd / "report.zip").stat().st_size > 0
+
+    # a damaged run: collect names it and the command that trains it again, which then needs nothing deleted
+    metrics = wd / "results/runs/seq-digits/er/buf50/seed1/metrics.parquet"
+    before = load_metrics(metrics)
+    metrics.write_bytes(metrics.read_bytes()[:200])
+    out = snakemake(wd, check=False)
+    assert out.returncode != 0 and "Error in rule collect" in out.stdout
+    assert ("error: run results/runs/seq-digits/er/buf50/seed1: metrics.parquet cannot be read" in out.stdout
+            and f"snakemake --cores all --forcerun {metrics.relative_to(wd)}" in out.stdout), out.stdout
+    snakemake(wd, "--forcerun", str(metrics.relative_to(wd)))
+    pd.testing.assert_frame_equal(load_metrics(metrics), before)
 
 
 def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):

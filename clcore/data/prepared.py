@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..errors import DatasetMissingError
+from ..errors import ChecksumError, DatasetMissingError
 from ..io import atomic_path, git_commit, read_json, write_json
 
 SCHEMA_VERSION = 1
@@ -124,14 +126,15 @@ def write_prepared(out_dir, name: str, splits: dict[str, dict[str, np.ndarray]],
             path = out_dir / f"{split}.{field}.npy"
             write_array(path, array)
             files[field] = {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape),
-                            "sha256": file_digest(path)}
+                            "sha256": file_digest(path), **stamp(path)}
         split_meta[split] = {"n": int(n), "fields": files}
     index_meta = {}
     for key, rows in (index or {}).items():
         path = out_dir / "index" / f"{key}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_array(path, np.asarray(rows, dtype=np.int32))
-        index_meta[key] = {"file": str(path.relative_to(out_dir)), "n": int(len(rows)), "sha256": file_digest(path)}
+        index_meta[key] = {"file": str(path.relative_to(out_dir)), "n": int(len(rows)), "sha256": file_digest(path),
+                           **stamp(path)}
     if index_meta:
         meta = {**meta, "index": index_meta}
     stats_split = "train" if "train" in splits else next(iter(splits))
@@ -163,16 +166,69 @@ def verify_prepared(out_dir) -> list[str]:
             if not (out_dir / f).exists() or file_digest(out_dir / f) != sha]
 
 
+def stamp(path) -> dict:
+    """The cheap identity of a file's bytes: its size and modification time."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+VERIFIED = ".verified.json"  # file -> stamp of the bytes whose sha256 was last found equal to the recorded one
+
+
+def check_files(folder, files: dict[str, dict], remedy: str) -> None:
+    """Fail unless every file of `files` ({relative path: {"sha256", "size", "mtime_ns"}}) holds the bytes
+    recorded for it. Cheap on every load: a file whose size and modification time equal the stamp written with
+    it (or the stamp of its last full check, cached in `<folder>/.verified.json`) is trusted; any other is
+    hashed once. A ChecksumError names the file and says how to rebuild it (`remedy`)."""
+    folder = Path(folder)
+    try:
+        verified = json.loads((folder / VERIFIED).read_text())
+    except (OSError, ValueError):
+        verified = {}
+    newly_verified = {}
+    for name, info in files.items():
+        path = folder / name
+        if not path.exists():
+            raise ChecksumError(f"{path} is missing although {folder / 'meta.json'} lists it. {remedy}")
+        now = stamp(path)
+        if "size" in info and now["size"] != info["size"]:
+            raise ChecksumError(f"{path} has {now['size']} bytes, {info['size']} were written: the file is "
+                                f"damaged. {remedy}")
+        if now in ({"size": info.get("size"), "mtime_ns": info.get("mtime_ns")}, verified.get(name)):
+            continue
+        digest = file_digest(path)
+        if digest != info["sha256"]:
+            raise ChecksumError(f"{path} changed after it was written (sha256 {digest[:16]}..., recorded "
+                                f"{info['sha256'][:16]}...): the file is damaged. {remedy}")
+        newly_verified[name] = now
+    if newly_verified:
+        try:  # a cache only: read-only shared storage just means hashing again next time
+            with atomic_path(folder / VERIFIED) as tmp:
+                tmp.write_text(json.dumps({**verified, **newly_verified}))
+        except OSError:
+            pass
+
+
+def remake_prepared(out_dir) -> str:
+    """How to rebuild a prepared dataset, by hand and in the pipeline (which also reruns what used it)."""
+    out_dir = Path(out_dir)
+    return (f"Rebuild it: `clcore prepare {out_dir.name} --force --prepared-dir {out_dir.parent}`, or in the "
+            f"pipeline `snakemake --cores all --forcerun {out_dir / 'meta.json'}` (reruns what used it).")
+
+
 def read_index(out_dir, key: str) -> np.ndarray:
-    """The int32 row list `index/<key>.npy` (e.g. `nicv2_79/run0/batch000`) of a prepared dataset."""
+    """The int32 row list `index/<key>.npy` (e.g. `nicv2_79/run0/batch000`) of a prepared dataset, checked."""
     meta = read_json(Path(out_dir) / "meta.json")
     if key not in meta.get("index", {}):
         raise KeyError(f"{Path(out_dir).name} has no index '{key}'")
-    return np.load(Path(out_dir) / meta["index"][key]["file"], allow_pickle=False)
+    info = meta["index"][key]
+    check_files(out_dir, {info["file"]: info}, remake_prepared(out_dir))
+    return np.load(Path(out_dir) / info["file"], allow_pickle=False)
 
 
 def read_split(out_dir, split: str, mmap: bool = True) -> dict[str, np.ndarray]:
-    """All fields of one split as numpy arrays (memory-mapped by default)."""
+    """All fields of one split as numpy arrays (memory-mapped by default), each file checked against meta.json
+    (`check_files`: its stamp on every load, its sha256 where the stamp differs)."""
     out_dir = Path(out_dir)
     meta_path = out_dir / "meta.json"
     if not meta_path.exists():
@@ -184,5 +240,7 @@ def read_split(out_dir, split: str, mmap: bool = True) -> dict[str, np.ndarray]:
     meta = read_json(meta_path)
     if split not in meta["splits"]:
         raise KeyError(f"{out_dir.name} has no split '{split}' (it has {', '.join(meta['splits'])})")
+    fields = meta["splits"][split]["fields"]
+    check_files(out_dir, {info["file"]: info for info in fields.values()}, remake_prepared(out_dir))
     return {field: np.load(out_dir / info["file"], mmap_mode="r" if mmap else None, allow_pickle=False)
-            for field, info in meta["splits"][split]["fields"].items()}
+            for field, info in fields.items()}

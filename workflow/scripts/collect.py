@@ -2,9 +2,9 @@ def main(smk):
     from pathlib import Path
 
     from clcore.collect import collect
-    from clcore.io import redirect_output
+    from clcore.pipeline import job
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         collect([Path(p).parent for p in smk.input.runs], smk.output.runs, smk.output.accuracy, smk.output.summary,
                 smk.output.task_metrics)
 

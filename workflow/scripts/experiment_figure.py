@@ -1,8 +1,8 @@
 def main(smk):
-    from clcore.io import redirect_output
+    from clcore.pipeline import job
     from clcore.report.figures import write_experiment_figure
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         missing = write_experiment_figure(smk.wildcards.kind, smk.input.runs, smk.input.accuracy, smk.params.rows,
                                           smk.params.title, smk.output.png, smk.output.pdf, smk.input.task_metrics,
                                           dict(smk.params.options))

@@ -1,8 +1,8 @@
 def main(smk):
-    from clcore.io import redirect_output
+    from clcore.pipeline import job
     from clcore.report.tables import write_experiment_table
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         write_experiment_table(smk.input.runs, smk.params.rows, smk.params.title, smk.output.md, smk.output.tex,
                                smk.output.csv, reference_csv=smk.input.reference,
                                settings=smk.params.settings, spread=smk.params.spread)

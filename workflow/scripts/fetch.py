@@ -1,8 +1,9 @@
 def main(smk):
     from clcore.data.download import fetch_all
-    from clcore.io import redirect_output, write_json
+    from clcore.io import write_json
+    from clcore.pipeline import job
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         write_json(smk.output[0], fetch_all(smk.wildcards.raw, smk.params.raw_dir, smk.params.sources))
 
 

@@ -1,8 +1,8 @@
 def main(smk):
-    from clcore.io import redirect_output
+    from clcore.pipeline import job
     from clcore.report.figures import write_figure
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         write_figure(smk.wildcards.kind, smk.input.runs, smk.input.accuracy, smk.wildcards.benchmark,
                      smk.output.png, smk.output.pdf)
 

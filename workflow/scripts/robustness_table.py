@@ -1,8 +1,8 @@
 def main(smk):
-    from clcore.io import redirect_output
+    from clcore.pipeline import job
     from clcore.report.robustness import robustness_table
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         robustness_table(list(smk.input.parquets), smk.output.md, smk.output.csv, smk.params.title,
                          expected=smk.params.rows, eps=smk.params.eps)
 

@@ -1,10 +1,10 @@
 def main(smk):
     import pandas as pd
 
-    from clcore.io import redirect_output
+    from clcore.pipeline import job
     from clcore.report.tables import write_summary
 
-    with redirect_output(smk.log[0]):
+    with job(smk):
         write_summary(smk.input.runs, smk.output.md, smk.output.csv, expected=pd.DataFrame(smk.params.expected))
 
 

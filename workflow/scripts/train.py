@@ -11,7 +11,7 @@ def main(smk):
         run_training(benchmark=wc.benchmark, method=smk.params.method, buffer_size=int(wc.buffer),
                      seed=int(wc.seed), hparams=dict(smk.params.hparams), prepared_dir=smk.params.prepared_dir,
                      out_dir=out_dir, run_name=wc.run, device=device,
-                     artefacts={name: smk.input[name] for name in smk.input.keys() if name != "data"},  # pretrained inputs
+                     artefacts={name: smk.input[name] for name in smk.input.keys() if name != "data"},
                      keep_final=bool(smk.params.keep_final), gpu_slot=slot.as_dict())
 
 

@@ -9,7 +9,7 @@ upstream_file` in the pipeline config).
 
 from __future__ import annotations
 
-from ...errors import CLError
+from ...errors import InputError
 from ..family import Family
 from . import exaggeration, generative_replay, gr_baselines  # noqa: F401  (register the BI-R methods)
 from .conv_pretraining import CONV_PRETRAINING, ConvPretraining, pretrain_conv, upstream_conv
@@ -31,7 +31,7 @@ def artefacts(method: str, hparams: dict, benchmark: str, config: dict) -> dict[
     if hparams.get("conv") != "pretrained":
         return {}
     if benchmark not in BENCHMARK_CONV:
-        raise CLError(f"benchmark '{benchmark}' has no BI-R conv pretraining: run {method} there with "
+        raise InputError(f"benchmark '{benchmark}' has no BI-R conv pretraining: run {method} there with "
                       f"conv: none or scratch (benchmarks with one: {', '.join(BENCHMARK_CONV)})")
     upstream = config.get("bir_conv", {}).get("source") == "upstream_file"
     return {"bir_conv": conv_file(BENCHMARK_CONV[benchmark], upstream)}

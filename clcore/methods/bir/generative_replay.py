@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ...errors import InputError
 from ...scenarios import ClassOrder
 from .. import register
 from ..base import ContinualMethod, Hparams, LossLog
@@ -164,7 +165,8 @@ class GenerativeReplay(ContinualMethod):
                        out="sigmoid" if hp.recon_loss == "bce" else "linear", seed=ctx.seed)
         if hp.conv == "pretrained":
             if "bir_conv" not in ctx.artefacts:
-                raise ValueError("conv: pretrained needs the artefact 'bir_conv' (conv.pt of rule pretrain_bir_conv)")
+                raise InputError("conv: pretrained needs the artefact 'bir_conv' (conv.pt of rule pretrain_bir_conv; by "
+                                 "hand: `clcore pretrain bir-conv`, then `clcore train ... --artefact bir_conv=PATH`)")
             state = torch.load(ctx.artefacts["bir_conv"], map_location="cpu", weights_only=False)
             model.convE.load_state_dict(state.get("state", state))  # plain state_dict, or upstream's {'state': ...}
         # channels-last conv weights: the protocol's CPU speed-up (numerics equal up to rounding)
@@ -200,7 +202,7 @@ class GenerativeReplay(ContinualMethod):
     def batches(self, n: int, batch_size: int):
         """Index batches: a fresh permutation per pass, the incomplete last batch dropped."""
         if n < batch_size:
-            raise ValueError(f"a task has {n} training examples, fewer than the batch size {batch_size}")
+            raise InputError(f"a task has {n} training examples, fewer than the batch size {batch_size}")
         while True:
             perm = torch.randperm(n, generator=self.generator, device=self.device)
             for start in range(0, n - batch_size + 1, batch_size):

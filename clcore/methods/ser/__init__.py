@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import CLError
+from ...errors import InputError
 from ..family import Family
 from . import methods  # noqa: F401  (registers the SER methods)
 from .attacks import DEFAULT_EPS, NOT_APPLICABLE, PGD_STEPS, SAL_GRADS, write_robust_eval
@@ -40,7 +40,7 @@ def artefacts(method: str, hparams: dict, benchmark: str, config: dict) -> dict[
     from .. import get_method
 
     if benchmark not in BENCHMARK_SALIENCY:
-        raise CLError(f"benchmark '{benchmark}' has no saliency setting: {method} cannot run on it "
+        raise InputError(f"benchmark '{benchmark}' has no saliency setting: {method} cannot run on it "
                       f"(SER benchmarks: {', '.join(BENCHMARK_SALIENCY)})")
     source, targets = BENCHMARK_SALIENCY[benchmark]
     out = {"saliency_predictor": PREDICTOR.format(source=source)}

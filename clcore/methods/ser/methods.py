@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import InputError
 from ...results import RANDOM_INIT_ROW, metric_rows
 from .. import register
 from ..baselines import DER, DERHparams, ERACE, ERACEHparams
@@ -167,7 +168,7 @@ class SERMixin:
 def pretrained_predictor(ctx):
     """The saliency predictor the pipeline passed in (rule pretrain_saliency), on the run's device."""
     if "saliency_predictor" not in ctx.artefacts:
-        raise ValueError("this method needs the pretrained saliency predictor (artefact 'saliency_predictor', "
+        raise InputError("this method needs the pretrained saliency predictor (artefact 'saliency_predictor', "
                          "made by the pipeline's rule pretrain_saliency)")
     return load_predictor(ctx.artefacts["saliency_predictor"], ctx.device)
 

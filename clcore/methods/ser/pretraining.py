@@ -17,7 +17,7 @@ import torch
 
 from ... import __version__, data
 from ...augment import Transform
-from ...data.prepared import file_digest, stage_array, write_array
+from ...data.prepared import file_digest, stage_array, stamp, write_array
 from ...device import pick_device
 from ...errors import NonFiniteLossError
 from ...io import atomic_path, git_commit, write_json
@@ -195,7 +195,7 @@ def write_pseudo_maps(predictor_path, prepared_name: str, prepared_dir, out_dir,
                 maps[i:i + batch_size] = torch.round(255 * s).to(torch.uint8).cpu().numpy()
         path = out_dir / f"{split}.sal.npy"
         write_array(path, maps)
-        files[path.name] = file_digest(path)
+        files[path.name] = {"sha256": file_digest(path), **stamp(path)}
     record = {"dataset": prepared_name, "predictor": str(predictor_path), "predictor_sha256": file_digest(predictor_path),
               "files": files, "deviation": "pseudo ground truth of our pretrained predictor, not the authors' maps"}
     write_json(out_dir / "meta.json", record)
