@@ -9,9 +9,9 @@ import json
 import logging
 import os
 import platform
-import time
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 
