@@ -240,6 +240,33 @@ def search(benchmark, method, grid, seeds, buffer_size, scenario, artefacts, pre
 
 
 @main.command()
+@click.option("--configfile", "configfiles", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Merged into config/config.yaml as Snakemake's --configfile does (e.g. config/paper.yaml).")
+@click.option("--measured", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="runs.parquet of finished runs: their time per step, for the same benchmark and method.")
+@click.option("--measure-backbones", is_flag=True,
+              help="Time each benchmark's backbone step now, on random inputs of its real shape, for runs without one.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--prepared-dir", default="resources/prepared", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every run's estimate (CSV).")
+def estimate(configfiles, measured, measure_backbones, device, threads, prepared_dir, out):
+    """Device-hours of a config before it runs: each run's planned steps x a measured time per step."""
+    import torch
+
+    from .estimate import estimate as estimate_runs
+    from .estimate import summary_lines
+    from .pipeline import load_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    table, notes = estimate_runs(load_config(configfiles), measured, measure_backbones, device, prepared_dir)
+    if out:
+        table.to_csv(out, index=False)
+    click.echo("\n".join(summary_lines(table, notes)))
+
+
+@main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out-dir", default="results/tables", show_default=True)
 def collect(run_dirs, out_dir):

@@ -45,7 +45,9 @@ def collect(run_dirs, out_runs, out_accuracy, out_summary=None, out_task_metrics
         info, metrics = read_run(run_dir)
         ident = run_identity(info)
         row = {**ident, "hparam_hash": info["run_name"].partition("-h")[2] or None,
-               "wall_time_s": info["wall_time_s"], "device": info["device"], "git_commit": info["git_commit"],
+               "wall_time_s": info["wall_time_s"], "device": info["device"],
+               "device_hours": info["wall_time_s"] / 3600, "peak_host_mem_mb": info.get("peak_host_mem_mb"),
+               "peak_gpu_mem_mb": info.get("peak_gpu_mem_mb"), "git_commit": info["git_commit"],
                "clcore_version": info["versions"]["clcore"], "run_json": str(run_dir / "run.json")}
         row.update({f"{s}_{m}": info["summary"][s][m] for s in SETTINGS for m in SUMMARY_METRICS})
         runs.append(row)

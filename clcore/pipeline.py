@@ -54,6 +54,25 @@ def experiment_blocks(config: dict) -> list[dict]:
     return blocks
 
 
+def load_config(configfiles=(), base="config/config.yaml", schema="workflow/schemas/config.schema.yaml") -> dict:
+    """The config Snakemake would run with `--configfile` (each file merged into `base`: dicts merge, lists
+    replace), with the blocks of its `experiment_files` and the schema's defaults filled in."""
+    import yaml
+    from snakemake.utils import validate
+
+    def merge(into: dict, new: dict) -> dict:
+        for key, value in new.items():
+            into[key] = merge(dict(into.get(key) or {}), value) if isinstance(value, dict) else value
+        return into
+
+    config: dict = {}
+    for path in (base, *configfiles):
+        merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    config["experiments"] = experiment_blocks(config)
+    validate(config, schema)
+    return config
+
+
 class Pipeline:
     """The runs of a validated config (Snakefile: `validate(config, schema)` fills the defaults). Unknown
     benchmark, method or hyperparameter names, and values of the wrong type, fail here, before any job starts."""
@@ -73,6 +92,11 @@ class Pipeline:
                 get_benchmark(benchmark)
                 for method in exp["methods"]:
                     self._add_runs(exp, benchmark, method)
+            names = {run.name for run in self.block_runs(exp["id"])}
+            for pair in exp.get("pairs", []):
+                if not set(pair) <= names:
+                    raise InputError(f"experiment '{exp['id']}': pair {pair} names runs the block does not have "
+                                     f"(its runs: {', '.join(sorted(names))})")
 
     def _add_runs(self, exp: dict, benchmark: str, method: str) -> None:
         cls, _ = get_method(method)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from .errors import DamagedOutputError
 from .io import atomic_path
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1"  # of every table below but RUNS_SCHEMA; each schema carries its own in its metadata
 SETTINGS = ("class_il", "task_il")
 SUMMARY_METRICS = ("faa", "aia", "forgetting", "forgetting_mammoth", "bwt", "fwt")
 RANDOM_INIT_ROW = -1  # `after_task` of the randomly initialised network's evaluation (FWT probe)
@@ -51,11 +51,15 @@ RUNS_SCHEMA = pa.schema(
         *[pa.field(f"{s}_{m}", pa.float64()) for s in SETTINGS for m in SUMMARY_METRICS],
         pa.field("wall_time_s", pa.float64()),
         pa.field("device", pa.string()),
+        # what the run cost: one device for its wall time (the CPU, or the GPU it held), and its peak memory
+        pa.field("device_hours", pa.float64()),
+        pa.field("peak_host_mem_mb", pa.float64()),
+        pa.field("peak_gpu_mem_mb", pa.float64()),  # null on CPU
         pa.field("git_commit", pa.string()),
         pa.field("clcore_version", pa.string()),
         pa.field("run_json", pa.string()),
     ],
-    metadata=_meta,
+    metadata={"schema_version": "2"},  # 2: the cost columns
 )
 
 ACCURACY_SCHEMA = pa.schema(
@@ -102,9 +106,10 @@ def read_table(path, schema: pa.Schema) -> pd.DataFrame:
         raise DamagedOutputError(path, f"cannot be read ({str(err).strip().splitlines()[0]}), the file is damaged",
                                  redo) from err
     version = (table.schema.metadata or {}).get(b"schema_version", b"?").decode()
+    expected = schema.metadata[b"schema_version"].decode()
     missing = set(schema.names) - set(table.schema.names)
-    if version != SCHEMA_VERSION or missing:
-        raise DamagedOutputError(path, f"schema_version {version} (this clcore reads {SCHEMA_VERSION})"
+    if version != expected or missing:
+        raise DamagedOutputError(path, f"schema_version {version} (this clcore reads {expected})"
                                  + (f", lacks {sorted(missing)}" if missing else ""), redo)
     return table.to_pandas()
 

@@ -21,6 +21,9 @@ from .data.prepared import check_files
 from .errors import InputError, lookup
 
 
+ClassILRows = Literal["seen", "all"]
+
+
 @dataclass(frozen=True)
 class BenchmarkSpec:
     name: str
@@ -38,6 +41,9 @@ class BenchmarkSpec:
     batch_size: int = 32
     lr_milestones: tuple[int, ...] = ()  # epochs of the task at which lr *= 0.1 (restarted every task)
     channels_last: bool = False  # conv weight layout, rounding-level effect (docs/protocol.md#channels-last)
+    # classes a class-IL row before the last task chooses among: "all" (the DER release, SER, WSCL) or "seen",
+    # those of the tasks trained so far (later Mammoth, BI-R); docs/protocol.md#class-il-and-task-il
+    class_il_rows: ClassILRows = "seen"
     reset_optimizer_each_task: bool = False
     test_split: str = "test"
     spurious_fraction: float = 0.0  # share of training images carrying a class signature (shapes only)
@@ -48,34 +54,37 @@ class BenchmarkSpec:
 
     def protocol(self) -> dict:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "lr_milestones": self.lr_milestones,
-                "channels_last": self.channels_last}
+                "channels_last": self.channels_last, "class_il_rows": self.class_il_rows}
 
 
 # ImageNet subsets, SALICON (UNISAL) and CORe50 (docs/protocol.md#normalisation)
 IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "legacy_square"},
-                   mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8)
+                   mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8,
+                   class_il_rows="all")
 # seq-shapes for SER (docs/ser.md#embedded-benchmark-protocol): no augmentation (the target maps are not
 # augmented with the images), batch 8, one pass as in the paper's online protocol. Two epochs put the
 # embedded default at 20.2 min on 2 cores (limit 20); one pass brings it under, see config/hparams/ser.yaml
 # and docs/ser.md#embedded-epochs-and-learning-rate.
-_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, channels_last=True)
+_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, channels_last=True,
+                   class_il_rows="all")  # SER's rule, as its paper blocks
 
 BENCHMARKS = {
     # Mammoth protocols (docs/protocol.md#mammoth-protocols, `datasets/seq_*.py` @d75fe5f); test transform =
-    # normalise only.
+    # normalise only; class-IL rows choose among all classes, as the DER release's `evaluate`.
     "seq-cifar10": BenchmarkSpec("seq-cifar10", "cifar10", 5, 2, "resnet18", {"nf": 64}, crop_padding=4, hflip=True,
                                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615),
-                                 n_epochs=50, batch_size=32),
+                                 n_epochs=50, batch_size=32, class_il_rows="all"),
     # seq-cifar100 rebuilds the optimiser and its MultiStepLR([35, 45], 0.1) at every task
     "seq-cifar100": BenchmarkSpec("seq-cifar100", "cifar100", 10, 10, "resnet18", {"nf": 64}, crop_padding=4,
                                   hflip=True, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
-                                  n_epochs=50, batch_size=32, lr_milestones=(35, 45), reset_optimizer_each_task=True),
+                                  n_epochs=50, batch_size=32, lr_milestones=(35, 45), reset_optimizer_each_task=True,
+                                  class_il_rows="all"),
     # 100 epochs: best_args' value for every seq-tinyimg entry (the class default is 50)
     "seq-tinyimg": BenchmarkSpec("seq-tinyimg", "tinyimagenet", 10, 20, "resnet18", {"nf": 64}, crop_padding=4,
                                  hflip=True, mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821),
-                                 n_epochs=100, batch_size=32),
+                                 n_epochs=100, batch_size=32, class_il_rows="all"),
     # SER (docs/protocol.md#ser-protocols): 20 tasks of 5 classes at 288x384, one pass, batch 8, no
     # augmentation, ImageNet normalisation, Mammoth's square pooling kernel (option pool: global fixes it).
     "seq-fgimagenet": BenchmarkSpec("seq-fgimagenet", "fg-imagenet@288x384", 20, 5, **_SER_IMAGES),
@@ -94,7 +103,7 @@ BENCHMARKS = {
     # every method.
     "seq-tinyimg-half": BenchmarkSpec("seq-tinyimg-half", "tinyimagenet", 5, 20, "resnet18", {"nf": 64},
                                       crop_padding=4, hflip=True, mean=(0.4802, 0.4480, 0.3975),
-                                      std=(0.2770, 0.2691, 0.2821), n_epochs=10, batch_size=32),
+                                      std=(0.2770, 0.2691, 0.2821), n_epochs=10, batch_size=32, class_il_rows="all"),
     # BI-R protocols (docs/protocol.md#bi-r-protocols, [BIR] data/available.py): split MNIST 5x2 in [0, 1];
     # split CIFAR-100 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own
     # class order.

@@ -37,9 +37,10 @@ RUN_JSON_VERSION = 1
 def evaluate(method, scenario: Scenario, after_task: int = RANDOM_INIT_ROW, batch_size: int = 1024) -> dict[str, list[float]]:
     """Accuracy (%) on every task's test data, class-IL and task-IL, from one forward per batch.
 
-    Class-IL after task t chooses among the classes of tasks 0..max(t, i) for a sample of task i, as
-    Mammoth's `evaluate` does (`outputs[:, :n_seen_classes]`; task t+1 is the FWT probe, scored when
-    its classes become known). The random-init probe row chooses among all classes.
+    Class-IL after task t chooses among the classes of tasks 0..max(t, i) for a sample of task i, as later
+    Mammoth's `evaluate` does (`outputs[:, :n_seen_classes]`; task t+1 is the FWT probe, scored when its
+    classes become known), or among all classes where the protocol says so (`class_il_rows: all`: the DER
+    release, SER, WSCL). The random-init probe row and the last row choose among all classes either way.
     """
     method.eval()
     n_tasks, dev = scenario.n_tasks, scenario.device
@@ -49,7 +50,7 @@ def evaluate(method, scenario: Scenario, after_task: int = RANDOM_INIT_ROW, batc
         x, y = scenario.test_x[start:start + batch_size], scenario.test_y[start:start + batch_size]
         scores = method.predict(scenario.transform.test(x))
         task = scenario.class_task[y]
-        if after_task != RANDOM_INIT_ROW:
+        if after_task != RANDOM_INIT_ROW and method.hp.class_il_rows == "seen":
             scores = scores.masked_fill(~scenario.class_il_mask(task, after_task), float("-inf"))
         masked = scores.masked_fill(~scenario.task_il_mask(task), float("-inf"))
         for setting, s in (("class_il", scores), ("task_il", masked)):

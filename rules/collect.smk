@@ -70,6 +70,7 @@ rule experiment_table:
         title=lambda wc: PIPELINE.block_title(wc.experiment),
         settings=lambda wc: PIPELINE.block(wc.experiment)["settings"],
         spread=lambda wc: PIPELINE.block(wc.experiment)["spread"],
+        pairs=lambda wc: PIPELINE.block(wc.experiment)["pairs"],
     log:
         "logs/experiment_table/{experiment}.log",
     conda:

@@ -1,5 +1,6 @@
 """BI-R exaggeration variants (docs/bir.md#tested-invariants): hand-computed loss values and update invariants."""
 
+import copy
 import math
 
 import pytest
@@ -335,3 +336,19 @@ def test_checkpoint_carries_generator_and_second_optimiser(shapes):
     g1, g2 = method.exag_generator, copy.exag_generator
     assert torch.equal(ex.view_augment(rep.x.view(-1, 16, 2, 2)[:, :3], g1, False),
                        ex.view_augment(rep.x.view(-1, 16, 2, 2)[:, :3], g2, False))
+
+
+def test_view_decoder_runs_as_upstreams_previous_model_decoder_in_eval_mode(shapes):
+    """Upstream builds view 2 with the previous model's never-trained decoder in eval mode (BN with its initial
+    statistics); view_decoder_mode: train normalises each batch instead, which spreads the views far wider."""
+    views = {}
+    for mode in ("eval", "train"):
+        method = build(shapes, "bir_si_views", view_decoder_mode=mode)
+        method.train()
+        assert method.view_decoder.training == (mode == "train")
+        x = method.rows(shapes.task(0).x[:32])
+        with torch.no_grad():
+            views[mode] = method.view_decoder(x)
+            reference = copy.deepcopy(method.view_decoder).train(mode == "train")(x)
+        assert torch.equal(views[mode], reference)
+    assert views["eval"].std() < views["train"].std() / 3

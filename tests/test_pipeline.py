@@ -110,7 +110,7 @@ def test_end_to_end_small_slice(tmp_path):
     snakemake(wd)
     runs = pq.read_table(wd / "results/tables/runs.parquet")
     accuracy = pq.read_table(wd / "results/tables/accuracy.parquet")
-    assert runs.schema.equals(RUNS_SCHEMA, check_metadata=False) and runs.schema.metadata[b"schema_version"] == b"1"
+    assert runs.schema.equals(RUNS_SCHEMA, check_metadata=False) and runs.schema.metadata[b"schema_version"] == b"2"
     assert accuracy.schema.equals(ACCURACY_SCHEMA, check_metadata=False)
     df = runs.to_pandas()
     assert sorted(zip(df.method, df.buffer_size, df.seed)) == [("er", 50, 0), ("er", 50, 1), ("sgd", 0, 0), ("sgd", 0, 1)]
@@ -233,5 +233,5 @@ def test_task_il_block_end_to_end_names_its_runs_and_reports_its_setting_with_se
     info = json.loads((wd / "results/runs" / runs[0] / "run.json").read_text())
     assert info["hparams"]["scenario"] == "task" and info["hparams"]["class_order"] == "bir_seeded"
     table = (wd / "results/tables/experiments/small.md").read_text()
-    assert "Task-IL" in table and "Class-IL" not in table and "mean ± SEM over seeds" in table
+    assert "Task-IL" in table and "Class-IL" not in table and "mean ± SEM [95% confidence interval" in table
     assert (wd / "results/figures/experiments/small_ablation_bars.png").stat().st_size > 1000

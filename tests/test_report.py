@@ -30,7 +30,8 @@ def _runs_frame() -> pd.DataFrame:
     rows = []
     for (benchmark, name, buffer, seed), (cil, til, forgetting) in RUNS.items():
         row = dict(benchmark=benchmark, method=name.partition("-h")[0], run_name=name, buffer_size=buffer,
-                   seed=seed, hparam_hash=name.partition("-h")[2] or None, wall_time_s=1.0, device="cpu",
+                   seed=seed, hparam_hash=name.partition("-h")[2] or None, wall_time_s=360.0, device="cpu",
+                   device_hours=0.1, peak_host_mem_mb=500.0, peak_gpu_mem_mb=None,
                    git_commit="abc", clcore_version="0.1", run_json=f"{name}/run.json")
         row.update({f"{s}_{m}": float("nan") for s in SETTINGS for m in SUMMARY_METRICS})
         row.update(class_il_faa=cil, task_il_faa=til, class_il_forgetting_mammoth=forgetting, class_il_aia=cil)
@@ -106,7 +107,9 @@ def test_write_summary_marks_missing_and_partial_runs(tables, tmp_path):
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "## seq-a" in text and "## seq-b" in text
     assert lines["er_ace"] == "| er_ace | 200 | 0 | – | – | – |"
-    assert lines["derpp"] == "| derpp | 200 | 3 | 63.00 ± 3.61 | 92.00 ± 2.65 | 17.00 ± 3.61 |"
+    # 95 % t intervals by hand: mean ± t(0.975, 2) · std / √3 with t = 4.3027 (half widths 8.96, 6.57, 8.96)
+    assert lines["derpp"] == ("| derpp | 200 | 3 | 63.00 ± 3.61 [54.04, 71.96] | 92.00 ± 2.65 [85.43, 98.57] | "
+                              "17.00 ± 3.61 [8.04, 25.96] |")
     assert lines["er-h1a2b3c"] == "| er-h1a2b3c | 200 | 1/3 | 50.00 | 85.00 | – |"
     frame = pd.read_csv(csv)
     missing = frame[frame.run_name == "er_ace"].iloc[0]
@@ -117,7 +120,9 @@ def test_write_summary_marks_missing_and_partial_runs(tables, tmp_path):
 
 def test_write_summary_without_expected(tables, tmp_path):
     write_summary(tables[0], tmp_path / "s.md", tmp_path / "s.csv")
-    assert "| sgd | 0 | 2 | 31.00 ± 1.41 | 72.00 ± 2.83 | 59.00 ± 1.41 |" in (tmp_path / "s.md").read_text()
+    # two seeds: t(0.975, 1) = 12.706, std / √2 = 1, 2, 1
+    assert ("| sgd | 0 | 2 | 31.00 ± 1.41 [18.29, 43.71] | 72.00 ± 2.83 [46.59, 97.41] | 59.00 ± 1.41 [46.29, 71.71] |"
+            in (tmp_path / "s.md").read_text())
     assert len(pd.read_csv(tmp_path / "s.csv")) == 4
 
 
@@ -158,12 +163,21 @@ def test_experiment_table_puts_published_numbers_beside_ours_and_shows_missing_r
     reference = Path(__file__).resolve().parents[1] / "config/reference/baselines.csv"
     out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
     table = write_experiment_table(tmp_path / "runs.parquet", asked, "DER Table 2", out["md"], out["tex"], out["csv"],
-                                   reference_csv=reference)
+                                   reference_csv=reference, pairs=[["derpp", "sgd"]])
     md = out["md"].read_text()
+    # derpp − sgd on the shared seeds 0, 1: class-IL (60, 62) − (30, 32) = 30, 30 (no spread: no test);
+    # task-IL (90, 91) − (70, 74) = 20, 17: 18.5 ± 12.706 · 1.5, p = 1 − 2 atan(18.5 / 1.5) / π = 0.0515
+    assert "| derpp − sgd | 200 | 2 | +30.00 [+30.00, +30.00] | – | +18.50 [-0.56, +37.56] | 0.0515 |" in md
+    assert "derpp − sgd, buffer 200: seed(s) 2 ran only for derpp, so they are not in the pair." in md
+    paired_row = pd.read_csv(out["csv"]).query("kind == 'paired'").iloc[0]
+    assert paired_row.task_il_p_value == pytest.approx(1 - 2 * math.atan(12.0 + 1 / 3) / math.pi)
     # derpp: ours 63.00 ± 3.61 over (60, 62, 67); DER Table 2 buffer 200: 64.88 ± 1.17
-    assert "| derpp | 200 | 3 | 63.00 ± 3.61 | 64.88 ± 1.17 | -1.88 |" in md
+    assert "| derpp | 200 | 3 | 63.00 ± 3.61 [54.04, 71.96] | 64.88 ± 1.17 | -1.88 | 92.00 ± 2.65" in md
+    assert md.count("| 0.300 |") == 1  # derpp's cost: 3 runs x 0.1 device-hours
     assert "| er | 200 | 0 | – | 44.79 ± 1.86 | – |" in md  # missing, never 0
-    assert "| sgd | 0 | 2/3 | 31.00 ± 1.41 | 19.62 ± 0.05 | +11.38 |" in md
+    assert "| sgd | 0 | 2/3 | 31.00 ± 1.41 [18.29, 43.71] | 19.62 ± 0.05 | +11.38 |" in md
+    assert "| er | 200 | 0 | – | 44.79 ± 1.86 | – | – | 91.19 ± 0.94 | – | – |" in md
+    assert "Cost: 0.500 device-hours over 5 runs on cpu" in md
     assert np.isnan(table.set_index("run_name").loc["er", "class_il_faa_mean"])
     tex = out["tex"].read_text()
     assert r"\begin{tabular}" in tex and r"63.00 $\pm$ 3.61" in tex and "--" in tex
@@ -183,7 +197,7 @@ def test_experiment_table_marks_listed_but_untranscribed_published_values(tmp_pa
     write_experiment_table(tmp_path / "runs.parquet", asked, "SER main", out["md"], out["tex"], out["csv"],
                            reference_csv=references)
     md = out["md"].read_text()
-    assert "| derpp | 2000 | 3 | 63.00 ± 3.61 | NA | – |" in md and "NA = a published value not transcribed" in md
+    assert "| derpp | 2000 | 3 | 63.00 ± 3.61 [54.04, 71.96] | NA | – |" in md and "NA = a published value not transcribed" in md
 
 
 # ---- Per-experiment figures. Forgetting per run: class-IL = the fixture's forgetting, task-IL = half of it.
@@ -290,9 +304,9 @@ def test_experiment_table_reports_sem_for_one_setting_and_marks_approximate_and_
                            reference_csv=references, settings=["class_il"], spread="sem")
     md = out["md"].read_text()
     # (60, 62, 67): std 3.6056, SEM 3.6056 / √3 = 2.0817; CVPR-W Table 2: BI-R 21.51 ± 0.25 (SEM)
-    assert "| bir | 0 | 3 | 63.00 ± 2.08 | 21.51 ± 0.25 | +41.49 |" in md
-    assert "| bir_si_recon_rep | 0 | 3 | 63.00 ± 2.08 | n/a | – |" in md
-    assert "Task-IL" not in md and "mean ± SEM over seeds" in md
+    assert "| bir | 0 | 3 | 63.00 ± 2.08 [54.04, 71.96] | 21.51 ± 0.25 | +41.49 |" in md  # ± SEM = 3.61 / √3
+    assert "| bir_si_recon_rep | 0 | 3 | 63.00 ± 2.08 [54.04, 71.96] | n/a | – |" in md
+    assert "Task-IL" not in md and "mean ± SEM [95% confidence interval, Student's t] over seeds" in md
 
 
 def test_published_values_read_off_a_plot_are_marked_approximate(tmp_path):
@@ -308,7 +322,7 @@ def test_published_values_read_off_a_plot_are_marked_approximate(tmp_path):
                            reference_csv=Path(__file__).resolve().parents[1] / "config/reference/bir.csv",
                            settings=["task_il"], spread="std")
     # task-IL of (90, 91, 95): 92.00 ± 2.65; [CL]'s tutorial plot: ER >= 98
-    assert "| gr_er-task | 1000 | 3 | 92.00 ± 2.65 | ≈98.00 | -6.00 |" in out["md"].read_text()
+    assert "| gr_er-task | 1000 | 3 | 92.00 ± 2.65 [85.43, 98.57] | ≈98.00 | -6.00 |" in out["md"].read_text()
 
 
 def test_ablation_bars_show_seed_dots_spread_and_chance(experiment_tables, tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from clcore import data
 from clcore.errors import NonFiniteLossError, UnknownNameError
-from clcore.hparams import resolve, run_name
+from clcore.hparams import make_hparams, resolve, run_name
 from clcore.methods import get_method
 from clcore.results import METRICS_SCHEMA, accuracy_matrix, load_metrics
 from clcore.scenarios import BenchmarkSpec, Scenario, Task
@@ -130,6 +130,8 @@ def test_class_il_chooses_among_the_classes_known_at_evaluation(prepared_dir):
     `outputs[:, :n_seen_classes]`); the random-init probe chooses among all classes."""
 
     class Constant(torch.nn.Module):  # scores: class 9 first, class 0 second, for every image
+        hp = make_hparams("sgd", {})  # class_il_rows: seen, the protocol's default
+
         def predict(self, x):
             return torch.tensor([1.0] + [0.0] * 8 + [10.0]).expand(x.shape[0], 10)
 

@@ -9,6 +9,7 @@ synchronises with the device: losses are summed on the device and copied once pe
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,6 +20,7 @@ from ..augment import Transform
 from ..buffers import ReservoirBuffer
 from ..errors import NonFiniteLossError
 from ..results import metric_rows
+from ..scenarios import ClassILRows
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Hparams:
     lr_milestones: tuple[int, ...] = ()  # set by the benchmark protocol: epochs where lr *= lr_gamma, every task
     lr_gamma: float = 0.1
     channels_last: bool = False  # set by the benchmark protocol (memory layout of the conv weights)
+    class_il_rows: ClassILRows = "seen"  # set by the benchmark protocol: the classes a class-IL row chooses among
 
 
 @dataclass
@@ -87,6 +90,12 @@ class ContinualMethod(nn.Module):
     full_accuracy_matrix = True  # False where rows before the last task are not a trained model's
     frozen: tuple[str, ...] = ()  # submodules kept in eval mode (teacher copies)
     stream_fields: tuple[str, ...] = ()  # per-sample dataset fields observe() receives (SER: "sal")
+
+    @classmethod
+    def planned_steps(cls, hp, task_sizes: list[int], buffer_size: int) -> int:
+        """The optimiser steps a run will take, before it runs (clcore.estimate): `n_epochs` passes over each
+        task's training examples in batches of `batch_size`."""
+        return sum(hp.n_epochs * math.ceil(n / hp.batch_size) for n in task_sizes)
 
     def __init__(self, net: nn.Module, hp: Hparams, ctx: Context):
         super().__init__()

@@ -363,7 +363,8 @@ def experiment_saliency(runs: pd.DataFrame, accuracy: pd.DataFrame, task_metrics
     right.set_ylim(0, 1)
     if groups:
         _legend_outside(right)
-    fig.suptitle(title + "\nfirst task: classification forgets, saliency does not (SER Fig. 1)")
+    fig.suptitle(title + "\nfirst task: classification forgets, saliency does not (SER Fig. 1); "
+                 "error bars: ± std over seeds")
     return fig
 
 

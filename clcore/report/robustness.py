@@ -11,6 +11,7 @@ import pandas as pd
 from ..io import atomic_path
 from ..methods.ser import NOT_APPLICABLE, PGD_STEPS, SAL_GRADS
 from ..results import ROBUST_SCHEMA, SETTINGS, read_table
+from .stats import seed_stats
 from .tables import MISSING, PAPER_SETTINGS, format_mean_std
 
 
@@ -60,11 +61,12 @@ def _variant(sal_grad: str, attack_setting: str) -> str:
 
 
 def robustness_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, attack variant, setting, column): n_seeds, mean and std (ddof 1) over seeds.
+    """One row per (run, attack variant, setting, column): n_seeds, mean, std (ddof 1) and the 95 % t interval
+    over seeds (clcore.report.stats).
 
     A run's clean/conflict cells (which no attack variant changes) are repeated on each of its attack
     variants (SER: `through`, `stop`), so every table row is complete."""
-    cols = RUN_KEYS + ["variant", "setting", "column", "n_seeds", "mean", "std"]
+    cols = RUN_KEYS + ["variant", "setting", "column", "n_seeds", "mean", "std", "ci_low", "ci_high"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     df = df.assign(column=[_column(a, e, i) for a, e, i in zip(df.attack, df.eps, df.images)],
@@ -77,9 +79,11 @@ def robustness_cells(df: pd.DataFrame) -> pd.DataFrame:
         for v in variants.get(key, [NOT_APPLICABLE]):
             expanded.append(rows.assign(variant=v))
     df = pd.concat(expanded, ignore_index=True)
-    grouped = df.groupby(RUN_KEYS + ["variant", "setting", "column"], sort=False)["accuracy"]
-    out = pd.DataFrame({"n_seeds": grouped.size(), "mean": grouped.mean(), "std": grouped.std(ddof=1)}).reset_index()
-    return out[cols]
+    rows = []
+    for key, accuracy in df.groupby(RUN_KEYS + ["variant", "setting", "column"], sort=False)["accuracy"]:
+        st = seed_stats(accuracy)
+        rows.append([*key, len(accuracy), st.mean, st.std, st.ci_low, st.ci_high])
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _column_order(columns) -> list[str]:
@@ -133,7 +137,8 @@ def recovery(cells: pd.DataFrame) -> pd.DataFrame:
 def robustness_markdown(cells: pd.DataFrame, runs: pd.DataFrame, columns: list[str], rec: pd.DataFrame,
                         title: str, steps: int = PGD_STEPS) -> str:
     lines = [f"# {title}", "", PROTOCOL_NOTE.format(steps=steps), "",
-             "Accuracy (%), mean ± std over seeds; – = no result; grad = how the attack treats SER's saliency "
+             "Accuracy (%), mean ± std [95% confidence interval, Student's t] over seeds; – = no result; grad = how "
+             "the attack treats SER's saliency "
              "branch (through: differentiated, stop: recomputed on the perturbed image, not differentiated; "
              "n/a: no saliency branch).", ""]
     header = ["method", "buffer", "seeds", "grad", *map(_column_title, columns)]
@@ -148,7 +153,7 @@ def robustness_markdown(cells: pd.DataFrame, runs: pd.DataFrame, columns: list[s
                 for col in columns:
                     if key + (col,) in index.index:
                         cell = index.loc[key + (col,)]
-                        out.append(format_mean_std(cell["mean"], cell["std"]))
+                        out.append(format_mean_std(cell["mean"], cell["std"], ci=(cell["ci_low"], cell["ci_high"])))
                     else:
                         out.append(MISSING)
                 lines.append("| " + " | ".join(out) + " |")

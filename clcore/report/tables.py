@@ -1,5 +1,7 @@
-"""Summary tables over seeds: runs.parquet -> one row per (benchmark, run_name, buffer_size) with
-mean ± std of the summary metrics, as Markdown (for reading) and CSV (raw numbers).
+"""Summary tables over seeds: runs.parquet -> one row per (benchmark, run_name, buffer_size) with mean ± std
+and the 95 % confidence interval of the summary metrics (clcore.report.stats), as Markdown (for reading) and
+CSV (raw numbers); per experiment block, the paper's layout with the published numbers, the paired
+comparisons the block declares, and what the runs cost.
 
 A run the config asked for but that has no result is shown as missing ("–", 0 seeds), never as 0.
 """
@@ -13,6 +15,7 @@ import pandas as pd
 
 from ..io import atomic_path
 from ..results import RUNS_SCHEMA, SETTINGS, SUMMARY_METRICS, block_entries, read_table
+from .stats import LEVEL, paired, seed_stats
 
 KEYS = ["benchmark", "run_name", "buffer_size"]
 ORDER = ["benchmark", "buffer_size", "run_name"]
@@ -28,29 +31,38 @@ MARKDOWN_COLUMNS = {
 }
 
 
-def summary_table(runs: pd.DataFrame, metrics=("faa",), settings=SETTINGS) -> pd.DataFrame:
-    """One row per (benchmark, run_name, buffer_size): n_seeds and `<setting>_<metric>_{mean,std}`.
+STATS = ("mean", "std", "sem", "ci_low", "ci_high")
 
-    The std is the sample std over seeds (ddof=1, NaN with one seed); seeds where a metric is NaN
-    (undefined) are left out of that metric's mean and std.
+
+def summary_table(runs: pd.DataFrame, metrics=("faa",), settings=SETTINGS) -> pd.DataFrame:
+    """One row per (benchmark, run_name, buffer_size): n_seeds, `<setting>_<metric>_{mean,std,sem,ci_low,ci_high}`
+    and `device_hours`, the runs' total cost.
+
+    The std is the sample std over seeds (ddof=1, NaN with one seed), the interval Student's t at 95 %; seeds
+    where a metric is NaN (undefined) are left out of that metric's statistics.
     """
     cols = [f"{s}_{m}" for s in settings for m in metrics]
-    grouped = runs.groupby(KEYS, sort=False)
-    mean, std = grouped[cols].mean(), grouped[cols].std(ddof=1)
-    table = grouped.size().rename("n_seeds").to_frame()
-    for col in cols:
-        table[f"{col}_mean"] = mean[col].astype(float)
-        table[f"{col}_std"] = std[col].astype(float)
-    return table.reset_index().sort_values(ORDER, kind="stable").reset_index(drop=True)
+    rows = []
+    for key, group in runs.groupby(KEYS, sort=False):
+        row = {**dict(zip(KEYS, key)), "n_seeds": len(group), "device_hours": group.device_hours.sum()}
+        for col in cols:
+            st = seed_stats(group[col])
+            row.update({f"{col}_{name}": getattr(st, name) for name in STATS})
+        rows.append(row)
+    columns = KEYS + ["n_seeds", "device_hours"] + [f"{c}_{name}" for c in cols for name in STATS]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(ORDER, kind="stable").reset_index(drop=True)
 
 
-def format_mean_std(mean, std, digits: int = 2) -> str:
-    """Format as "64.88 ± 1.17"; a missing mean is "–" (never 0), a missing std leaves just the mean."""
+def format_mean_std(mean, std, digits: int = 2, ci=None) -> str:
+    """Format as "64.88 ± 1.17", or with the interval `ci` as "64.88 ± 1.17 [62.10, 67.66]"; a missing mean is
+    "–" (never 0), a missing std leaves just the mean."""
     if _missing(mean):
         return MISSING
     if _missing(std):
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    interval = "" if ci is None or any(_missing(v) for v in ci) else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{interval}"
 
 
 def _missing(x) -> bool:
@@ -83,17 +95,23 @@ def summary_markdown(table: pd.DataFrame) -> str:
     """The Markdown report: one section per benchmark, one row per (run_name, buffer_size)."""
     header = ["method", "buffer", "seeds", *MARKDOWN_COLUMNS]
     lines = ["# Summary", "",
-             "Accuracies in %, mean ± std over seeds. – = no result; seeds k/n = k of n expected seeds finished."]
+             f"Accuracies in %, mean ± std [{LEVEL:.0%} confidence interval, Student's t] over seeds. – = no result; "
+             "seeds k/n = k of n expected seeds finished."]
     if table.empty:
         lines += ["", "No runs."]
     for benchmark, rows in table.groupby("benchmark", sort=False):
         lines += ["", f"## {benchmark}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows.itertuples(index=False):
             cells = [row.run_name, str(row.buffer_size), _seeds_cell(row)]
-            cells += [format_mean_std(getattr(row, f"{s}_{m}_mean"), getattr(row, f"{s}_{m}_std"))
-                      for s, m in MARKDOWN_COLUMNS.values()]
+            cells += [_stats_cell(row, f"{s}_{m}", "std") for s, m in MARKDOWN_COLUMNS.values()]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _stats_cell(row, column: str, spread: str) -> str:
+    """`<column>_mean` ± `<column>_<spread>` [`_ci_low`, `_ci_high`] of a summary row."""
+    value = lambda name: getattr(row, f"{column}_{name}", float("nan"))  # noqa: E731
+    return format_mean_std(value("mean"), value(spread), ci=(value("ci_low"), value("ci_high")))
 
 
 def write_summary(runs_parquet, out_md, out_csv, expected=None) -> pd.DataFrame:
@@ -116,27 +134,46 @@ def write_summary(runs_parquet, out_md, out_csv, expected=None) -> pd.DataFrame:
 PAPER_SETTINGS = {"class_il": "Class-IL", "task_il": "Task-IL"}
 
 
-def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFrame | None = None,
-                     spread: str = "std") -> pd.DataFrame:
+def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (benchmark, method, run_name, buffer_size) the experiment asks for (`rows`, with
-    n_seeds_expected): our FAA mean ± std per setting (and `<setting>_faa_sem` = std/√n when `spread` is
-    "sem") and, where `reference` has it, the published mean, its ± as published, confidence and
-    ours − published. A run without results keeps NaN (shown as missing)."""
-    runs = block_entries(runs, rows)
-    ours = summary_table(runs) if len(runs) else pd.DataFrame(columns=KEYS + ["n_seeds"])
+    n_seeds_expected): our FAA statistics per setting (clcore.report.stats: mean, std, SEM, 95 % interval), the
+    runs' cost in device-hours and, where `reference` has it, the published mean, its ± as published, confidence
+    and ours − published. A run without results keeps NaN (shown as missing)."""
+    ours = summary_table(block_entries(runs, rows))
     table = pd.DataFrame(rows).drop(columns="seeds", errors="ignore").merge(ours, on=KEYS, how="left")
     table["n_seeds"] = table.n_seeds.fillna(0).astype(int)
-    for setting in PAPER_SETTINGS:
-        for col in (f"{setting}_faa_mean", f"{setting}_faa_std"):
-            table[col] = table[col].astype(float) if col in table else float("nan")
-        if spread == "sem":
-            table[f"{setting}_faa_sem"] = table[f"{setting}_faa_std"] / table.n_seeds.clip(lower=1) ** 0.5
     if reference is not None and len(reference):
         table = table.merge(_published(reference), on=["benchmark", "method", "buffer_size"], how="left")
         for setting in PAPER_SETTINGS:
             if f"{setting}_paper_mean" in table:
                 table[f"{setting}_diff"] = table[f"{setting}_faa_mean"] - table[f"{setting}_paper_mean"]
     return table.sort_values(ORDER, kind="stable").reset_index(drop=True)
+
+
+def paired_table(runs: pd.DataFrame, rows: list[dict], pairs, settings=tuple(PAPER_SETTINGS)) -> pd.DataFrame:
+    """For each declared (method, base) pair of run names, per benchmark and buffer size of the method's rows: the
+    final average accuracy of method − base over the seeds both ran (the base at the same buffer, or buffer 0 where
+    it has none), its 95 % interval and the paired t-test's p-value, and the seeds that only one side ran."""
+    runs = block_entries(runs, rows)
+    faa = {(r.benchmark, r.run_name, r.buffer_size, r.seed): {s: getattr(r, f"{s}_faa") for s in settings}
+           for r in runs.itertuples(index=False)}
+    asked = {(r["benchmark"], r["run_name"], r["buffer_size"]) for r in rows}
+    out = []
+    for method, base in pairs:
+        for benchmark, name, buffer in sorted(k for k in asked if k[1] == method):
+            base_buffer = buffer if (benchmark, base, buffer) in asked else 0
+            row = dict(benchmark=benchmark, run_name=method, base=base, buffer_size=buffer)
+            for setting in settings:
+                by_seed = lambda n, b: {k[3]: v[setting] for k, v in faa.items() if k[:3] == (benchmark, n, b)}  # noqa: E731
+                result = paired(by_seed(method, buffer), by_seed(base, base_buffer))
+                row.update({f"{setting}_diff_{name}": getattr(result.diff, name) for name in STATS},
+                           **{f"{setting}_p_value": result.p_value, f"{setting}_excludes_zero": result.excludes_zero})
+            row.update(n_pairs=len(result.seeds), seeds=list(result.seeds), only_method=list(result.only_method),
+                       only_base=list(result.only_base))
+            out.append(row)
+    columns = (["benchmark", "run_name", "base", "buffer_size", "n_pairs", "seeds", "only_method", "only_base"]
+               + [f"{s}_{c}" for s in settings for c in (*(f"diff_{n}" for n in STATS), "p_value", "excludes_zero")])
+    return pd.DataFrame(out, columns=columns)
 
 
 def _published(reference: pd.DataFrame) -> pd.DataFrame:
@@ -170,42 +207,86 @@ def _paper_cell(row, setting: str) -> str:
 def _paper_cells(row, with_reference: bool, settings, spread: str) -> list[str]:
     cells = []
     for setting in settings:
-        cells.append(format_mean_std(getattr(row, f"{setting}_faa_mean"), getattr(row, f"{setting}_faa_{spread}")))
+        cells.append(_stats_cell(row, f"{setting}_faa", spread))
         if with_reference:
             cells.append(_paper_cell(row, setting))
             diff = getattr(row, f"{setting}_diff", float("nan"))
             cells.append(MISSING if _missing(diff) else f"{diff:+.2f}")
-    return cells
+    return cells + [MISSING if _missing(row.device_hours) or row.n_seeds == 0 else f"{row.device_hours:.3f}"]
 
 
 def _paper_header(with_reference: bool, settings) -> list[str]:
     header = ["method", "buffer", "seeds"]
     for label in (PAPER_SETTINGS[s] for s in settings):
         header += [f"{label} (ours)", f"{label} (paper)", "Δ"] if with_reference else [label]
-    return header
+    return header + ["device-h"]
 
 
-def experiment_markdown(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTINGS), spread: str = "std") -> str:
+def _paired_lines(paired_rows: pd.DataFrame, settings) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, cells per row, notes on seeds only one side ran) of a benchmark's paired comparisons."""
+    header = ["method − base", "buffer", "pairs"] + [h for s in settings for h in (f"{PAPER_SETTINGS[s]} Δ", "p")]
+    cells, notes = [], []
+    for r in paired_rows.itertuples(index=False):
+        row = [f"{r.run_name} − {r.base}", str(r.buffer_size), str(r.n_pairs)]
+        for setting in settings:
+            diff = getattr(r, f"{setting}_diff_mean")
+            if _missing(diff):
+                row += [MISSING, MISSING]
+                continue
+            mark = "*" if getattr(r, f"{setting}_excludes_zero") else ""
+            ci = (getattr(r, f"{setting}_diff_ci_low"), getattr(r, f"{setting}_diff_ci_high"))
+            interval = "" if any(_missing(v) for v in ci) else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            p = getattr(r, f"{setting}_p_value")
+            row += [f"{diff:+.2f}{mark}{interval}", MISSING if _missing(p) else f"{p:.3g}"]
+        cells.append(row)
+        for side, seeds in ((r.run_name, r.only_method), (r.base, r.only_base)):
+            if len(seeds):
+                notes.append(f"{r.run_name} − {r.base}, buffer {r.buffer_size}: seed(s) {', '.join(map(str, seeds))} "
+                             f"ran only for {side}, so they are not in the pair.")
+    return header, cells, notes
+
+
+def _cost_line(table: pd.DataFrame, devices) -> str:
+    runs = int(table.n_seeds.sum())
+    return (f"Cost: {table.device_hours.sum():.3f} device-hours over {runs} runs on {', '.join(devices) or 'no device'} "
+            "(one device per run for its wall time; a run shared with another block counts in both).")
+
+
+def experiment_markdown(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTINGS), spread: str = "std",
+                        paired_rows: pd.DataFrame | None = None, devices=()) -> str:
     with_reference = _has_reference(table)
     header = _paper_header(with_reference, settings)
-    lines = [f"# {title}", "", f"Final average accuracy (%), mean ± {SPREADS[spread]} over seeds; – = no result."
+    lines = [f"# {title}", "",
+             f"Final average accuracy (%), mean ± {SPREADS[spread]} [{LEVEL:.0%} confidence interval, Student's t] "
+             "over seeds; – = no result; device-h = the row's runs' device-hours."
              + (" Paper values as published (see config/reference/ for source, confidence and whether ± is a std"
                 " or an SEM); Δ = ours − paper; ≈ = read off a plot." if with_reference else "")
              + (f" {NOT_TRANSCRIBED} = a published value not transcribed yet; {NOT_PUBLISHED} = no number published."
                 if with_reference else ""), ""]
+    paired_rows = paired_rows if paired_rows is not None else paired_table(pd.DataFrame(), [], ())
     for benchmark, rows in table.groupby("benchmark", sort=False):
         lines += [f"## {benchmark}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows.itertuples(index=False):
             lines.append("| " + " | ".join([row.run_name, str(row.buffer_size), _seeds_cell(row),
                                             *_paper_cells(row, with_reference, settings, spread)]) + " |")
         lines.append("")
+        pair_header, pair_cells, notes = _paired_lines(paired_rows[paired_rows.benchmark == benchmark], settings)
+        if pair_cells:
+            lines += [f"Paired with the base over the seeds both ran: mean difference [{LEVEL:.0%} interval], "
+                      "p of the paired t-test; * = the interval excludes 0.", "",
+                      "| " + " | ".join(pair_header) + " |", "|" + "---|" * len(pair_header)]
+            lines += ["| " + " | ".join(cells) + " |" for cells in pair_cells]
+            lines += ["", *notes, ""] if notes else [""]
+    lines += [_cost_line(table, devices), ""]
     return "\n".join(lines)
 
 
-def experiment_latex(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTINGS), spread: str = "std") -> str:
+def experiment_latex(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTINGS), spread: str = "std",
+                     paired_rows: pd.DataFrame | None = None, devices=()) -> str:
     with_reference = _has_reference(table)
     header = _paper_header(with_reference, settings)
-    tex = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
+    tex = lambda s: (str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")  # noqa: E731
+                     .replace("−", "--").replace("*", r"$^*$"))
     lines = [rf"% {title}", r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}", r"\toprule",
              " & ".join(map(tex, header)) + r" \\", r"\midrule"]
     for benchmark, rows in table.groupby("benchmark", sort=False):
@@ -214,21 +295,32 @@ def experiment_latex(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTI
             cells = [row.run_name, row.buffer_size, _seeds_cell(row), *_paper_cells(row, with_reference, settings, spread)]
             lines.append(" & ".join(map(tex, cells)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if paired_rows is not None and len(paired_rows):
+        pair_header, pair_cells, _ = _paired_lines(paired_rows, settings)
+        lines += ["", r"\begin{tabular}{ll" + "r" * (len(pair_header) - 2) + "}", r"\toprule",
+                  " & ".join(map(tex, pair_header)) + r" \\", r"\midrule",
+                  *[" & ".join(map(tex, cells)) + r" \\" for cells in pair_cells], r"\bottomrule", r"\end{tabular}"]
+    lines.append(f"% {_cost_line(table, devices)}")
     return "\n".join(lines) + "\n"
 
 
 def write_experiment_table(runs_parquet, rows: list[dict], title: str, out_md, out_tex, out_csv,
-                           reference_csv=None, settings=tuple(PAPER_SETTINGS), spread: str = "std") -> pd.DataFrame:
-    """The table of one experiment block as Markdown, LaTeX and CSV, written atomically: the accuracy
-    columns of `settings`, ± the `spread` over seeds (std or SEM)."""
+                           reference_csv=None, settings=tuple(PAPER_SETTINGS), spread: str = "std",
+                           pairs=()) -> pd.DataFrame:
+    """The table of one experiment block as Markdown, LaTeX and CSV, written atomically: the accuracy columns of
+    `settings` (± the `spread` over seeds, std or SEM, and the 95 % interval), the declared `pairs` (method, base)
+    compared over shared seeds, and the cost. The CSV holds the rows (`kind` "run") and the pairs ("paired")."""
     runs = read_table(runs_parquet, RUNS_SCHEMA)
     paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv or [])
     reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
-    table = experiment_table(runs, rows, reference, spread)
-    for path, text in ((out_md, experiment_markdown(table, title, settings, spread)),
-                       (out_tex, experiment_latex(table, title, settings, spread))):
+    table = experiment_table(runs, rows, reference)
+    pairs_table = paired_table(runs, rows, pairs, settings)
+    devices = sorted(block_entries(runs, rows).device.dropna().unique())
+    for path, text in ((out_md, experiment_markdown(table, title, settings, spread, pairs_table, devices)),
+                       (out_tex, experiment_latex(table, title, settings, spread, pairs_table, devices))):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
+        pd.concat([table.assign(kind="run"), pairs_table.assign(kind="paired")], ignore_index=True).to_csv(
+            tmp, index=False)
     return table

@@ -5,7 +5,7 @@ def main(smk):
     with job(smk):
         write_experiment_table(smk.input.runs, smk.params.rows, smk.params.title, smk.output.md, smk.output.tex,
                                smk.output.csv, reference_csv=smk.input.reference,
-                               settings=smk.params.settings, spread=smk.params.spread)
+                               settings=smk.params.settings, spread=smk.params.spread, pairs=smk.params.pairs)
 
 
 if "snakemake" in globals():

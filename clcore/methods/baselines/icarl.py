@@ -7,6 +7,7 @@ m ← (m + batch_mean)/2), `exact` (true means), `current` (current Mammoth: L2-
 exemplars plus their horizontal flips, renormalised means, herding on normalised features).
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +45,12 @@ class ICaRL(LwFMC):
     def __init__(self, net, hp, ctx):
         super().__init__(net, hp, ctx)
         self.class_means = None
+
+    @classmethod
+    def planned_steps(cls, hp, task_sizes, buffer_size):
+        """Each task's data merged with the exemplars (the whole buffer from task 2 on)."""
+        return sum(hp.n_epochs * math.ceil((n + (buffer_size if t else 0)) / hp.batch_size)
+                   for t, n in enumerate(task_sizes))
 
     def make_buffer(self):
         return ClassBalancedBuffer(self.ctx.buffer_size, self.device, self.generator, self.hp.selection)

@@ -6,6 +6,7 @@ so forgetting/BWT/FWT are not meaningful; `incremental` [OURS] retrains from scr
 after every task, filling the whole matrix at T times the cost.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +30,13 @@ class Joint(ContinualMethod):
     def __init__(self, net, hp, ctx):
         super().__init__(net, hp, ctx)
         self.seen: list[Task] = []
+
+    @classmethod
+    def planned_steps(cls, hp, task_sizes, buffer_size):
+        """One training on the union after the last task (`final`), or on tasks 1..t after every task."""
+        prefixes = [sum(task_sizes[:t + 1]) for t in range(len(task_sizes))]
+        unions = prefixes[-1:] if hp.joint_mode == "final" else prefixes
+        return sum(hp.n_epochs * math.ceil(n / hp.batch_size) for n in unions)
 
     @property
     def full_accuracy_matrix(self) -> bool:

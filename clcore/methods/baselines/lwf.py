@@ -32,6 +32,24 @@ def soft_cross_entropy(target: torch.Tensor, prediction: torch.Tensor) -> torch.
     return -(target * prediction.log()).sum(1).mean()
 
 
+class ExplicitWeightDecay:
+    """`wd_reg`·Σθ² as a loss term (the DER release's form), or the same decay in the optimiser as
+    weight_decay 2·`wd_reg` (the same gradient with plain SGD), by `wd_form`
+    (docs/baselines.md#weight-decay-form)."""
+
+    def make_optimizer(self):
+        opt = super().make_optimizer()
+        if self.hp.wd_form == "optimizer":
+            for group in opt.param_groups:
+                group["weight_decay"] += 2 * self.hp.wd_reg
+        return opt
+
+    def weight_decay_loss(self) -> dict[str, torch.Tensor]:
+        if not self.hp.wd_reg or self.hp.wd_form == "optimizer":
+            return {}
+        return {"wd": self.hp.wd_reg * sum((p ** 2).sum() for p in self.net.parameters())}
+
+
 @dataclass
 class LwFHparams(Hparams):
     lr: float = 0.01                 # best_args seq-cifar10 (docs/baselines.md#sources-of-the-values)
@@ -39,10 +57,14 @@ class LwFHparams(Hparams):
     softmax_temp: float = 2.0        # parsed upstream but ignored there (see lwf_temp_source)
     lwf_temp_source: Literal["hardcoded", "arg"] = "hardcoded"  # hardcoded: T = 2 as upstream | arg: use softmax_temp
     wd_reg: float = 5e-4             # explicit λΣθ² in the loss, idem
+    wd_form: Literal["loss", "optimizer"] = "loss"  # where wd_reg acts: loss term (upstream) | optimiser
+    # the old network's targets come from the unnormalised [0, 1] image (upstream's `not_aug` tensor) or from the
+    # normalised image the network trains on: docs/baselines.md#lwf-targets-and-warm-up
+    distill_input: Literal["unnormalised", "normalised"] = "unnormalised"
 
 
 @register("lwf")
-class LwF(ContinualMethod):
+class LwF(ExplicitWeightDecay, ContinualMethod):
     Hparams = LwFHparams
 
     @property
@@ -56,9 +78,15 @@ class LwF(ContinualMethod):
         self.net.eval()
         self._warm_up_classifier(task)
         with torch.no_grad():
-            task.fields["old_logits"] = torch.cat([self.net(self.transform.test(task.x[i:i + 1024]))
+            task.fields["old_logits"] = torch.cat([self.net(self.distill_view(task.x[i:i + 1024]))
                                                    for i in range(0, task.x.shape[0], 1024)])
         self.net.train()
+
+    def distill_view(self, x_raw: torch.Tensor) -> torch.Tensor:
+        """The image the old network sees when it records its targets."""
+        if self.hp.distill_input == "unnormalised":
+            return x_raw.float() / self.transform.pixel_max
+        return self.transform.test(x_raw)
 
     def _warm_up_classifier(self, task):
         opt = torch.optim.SGD(self.net.classifier.parameters(), lr=self.hp.lr)
@@ -84,8 +112,7 @@ class LwF(ContinualMethod):
             t = self.temperature
             losses["distill"] = self.hp.alpha * soft_cross_entropy(
                 smooth_softmax(old_logits[:, :past], t), smooth_softmax(logits[:, :past], t))
-        if self.hp.wd_reg:
-            losses["wd"] = self.hp.wd_reg * sum((p ** 2).sum() for p in self.net.parameters())
+        losses.update(self.weight_decay_loss())
         loss = sum(losses.values())
         self.step(loss)
         return {"loss": loss, **losses}
@@ -103,10 +130,11 @@ def icarl_targets(y, old_probs, past: int, seen: int) -> torch.Tensor:
 class LwFMCHparams(Hparams):
     lr: float = 0.1    # ours: sgd's lr (docs/baselines.md#values-without-an-upstream-entry)
     wd_reg: float = 0.0  # optional explicit λΣθ²
+    wd_form: Literal["loss", "optimizer"] = "loss"  # where wd_reg acts: loss term (the DER release) | optimiser
 
 
 @register("lwf_mc")
-class LwFMC(ContinualMethod):
+class LwFMC(ExplicitWeightDecay, ContinualMethod):
     Hparams = LwFMCHparams
     frozen = ("old_net",)
 
@@ -121,8 +149,7 @@ class LwFMC(ContinualMethod):
             with torch.no_grad():
                 old_probs = torch.sigmoid(self.old_net(x))
         losses = {"bce": F.binary_cross_entropy_with_logits(self.net(x)[:, :seen], icarl_targets(y, old_probs, past, seen))}
-        if self.hp.wd_reg:
-            losses["wd"] = self.hp.wd_reg * sum((p ** 2).sum() for p in self.net.parameters())
+        losses.update(self.weight_decay_loss())
         loss = sum(losses.values())
         self.step(loss)
         return {"loss": loss, **losses}

@@ -248,6 +248,9 @@ class ExagHparams(GRHparams):
     contrastive_isolated: bool = False   # L_con reaches fcE only via the second Adam (docs/bir.md#contrastive-update)
     c_scores_softmax: bool = False       # softmax(s̃) weights, not raw logits (docs/bir.md#contrastive-update)
     emulate_rng_reset: bool = False      # [JM]'s seed-1 reset, per view build (docs/bir.md#per-iteration-rng-reset)
+    # D_c as upstream's previous-model decoder, in eval mode (BN with its initial statistics), or in train mode
+    # (BN normalising each batch); docs/bir.md#extra-view-decoder
+    view_decoder_mode: Literal["eval", "train"] = "eval"
 
 
 EXAG_SEED_OFFSET = 7_919_000  # the dedicated generator's seed = run seed + offset (disjoint from the run's streams)
@@ -283,6 +286,8 @@ class ExaggeratedReplay(GenerativeReplay):
                 self.view_decoder = ConvD(self.net.in_shape[0], hp.c0, self.net.convE.out_size).to(ctx.device)
                 self.proj_head = ProjectionHead(self.net.fcE[-2].out_features).to(ctx.device)
             self.view_decoder.requires_grad_(False)
+            if hp.view_decoder_mode == "eval":
+                self.frozen = (*self.frozen, "view_decoder")
         if hp.contrastive:
             self.opt_con = torch.optim.Adam([*self.net.fcE.parameters(), *self.proj_head.parameters()], lr=hp.c_lr,
                                             betas=(0.9, 0.999))

@@ -211,6 +211,10 @@ class GenerativeReplay(ContinualMethod):
     def n_iters(self, task) -> int:
         return self.hp.iters
 
+    @classmethod
+    def planned_steps(cls, hp, task_sizes, buffer_size) -> int:
+        return len(task_sizes) * hp.iters
+
     # -- the run (docs/bir.md#iterations-and-optimiser) --------------------------------------------------
     def begin_task(self, task):
         self.task = task.index  # the optimisers are created once and never reset

@@ -49,6 +49,10 @@ class OnlyLast(ClassifierBaseline):
     def n_iters(self, task) -> int:
         return self.hp.iters if task.index == len(self.ctx.task_classes) - 1 else 0
 
+    @classmethod
+    def planned_steps(cls, hp, task_sizes, buffer_size) -> int:
+        return hp.iters
+
 
 @register("gr_lwf", distill=True)
 class LwFBaseline(ClassifierBaseline):
