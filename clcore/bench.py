@@ -59,6 +59,19 @@ def _time_windows(fn, steps: int, warmup: int, repeats: int, dev) -> list[float]
     return out
 
 
+def bare_step(net, x, y):
+    """One bare training step of `net` on a ready batch: forward, cross-entropy, backward, SGD step."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+    def step():
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, warmup: int, repeats: int,
                  hparams_dir="config/hparams") -> dict:
     spec, dev = scenario.spec, scenario.device
@@ -87,16 +100,7 @@ def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, 
 
     method_ms = _time_windows(method_step, steps, warmup, repeats, dev)
 
-    net = make_net()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    x_ready = scenario.transform.train(x_raw, gen)
-
-    def backbone_step():
-        loss = F.cross_entropy(net(x_ready), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    backbone_step = bare_step(make_net(), scenario.transform.train(x_raw, gen), y)
     backbone_ms = statistics.median(_time_windows(backbone_step, steps, warmup, repeats, dev))
     aug_ms = statistics.median(_time_windows(lambda: scenario.transform.train(x_raw, gen), steps, warmup, repeats, dev))
     insert_ms = sample_ms = float("nan")

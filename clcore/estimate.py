@@ -14,6 +14,7 @@ training-set sizes below.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -22,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .backbones import build_backbone
-from .bench import EXPECTED_PASSES
+from .bench import EXPECTED_PASSES, _time_windows, bare_step
 from .data import metadata
 from .data.prepared import parse_name, read_split
 from .device import describe, pick_device
@@ -47,11 +47,17 @@ KNOWN_DATASETS = {
 
 def task_sizes(spec: BenchmarkSpec, prepared_dir) -> list[int]:
     """Training examples per task: counted in the prepared data where it exists, else from KNOWN_DATASETS."""
+    return list(_task_sizes(spec.name, str(prepared_dir)))
+
+
+@functools.lru_cache
+def _task_sizes(benchmark: str, prepared_dir: str) -> tuple[int, ...]:  # one read of the labels per benchmark
+    spec = get_benchmark(benchmark)
     if (Path(prepared_dir) / spec.prepared / "meta.json").exists():
         y = np.asarray(read_split(Path(prepared_dir) / spec.prepared, "train")["y"])
         task = y // spec.classes_per_task
-        return [int((task == t).sum()) for t in range(spec.n_tasks)]
-    return [KNOWN_DATASETS[parse_name(spec.prepared)[0]][0] * spec.classes_per_task] * spec.n_tasks
+        return tuple(int((task == t).sum()) for t in range(spec.n_tasks))
+    return (KNOWN_DATASETS[parse_name(spec.prepared)[0]][0] * spec.classes_per_task,) * spec.n_tasks
 
 
 def input_shape(spec: BenchmarkSpec, prepared_dir) -> tuple[int, ...]:
@@ -100,25 +106,11 @@ def backbone_step_s(spec: BenchmarkSpec, prepared_dir, device, budget_s: float =
     net = build_backbone(spec.backbone, shape, spec.n_classes, **spec.backbone_options).to(dev)
     if spec.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    x = torch.randn(spec.batch_size, *shape, device=dev)
-    y = torch.randint(0, spec.n_classes, (spec.batch_size,), device=dev)
-    times = []
-    for i in range(9):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        started = time.perf_counter()
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i:  # the first step warms up
-            times.append(time.perf_counter() - started)
-            if sum(times) > budget_s and len(times) >= 2:
-                break
-    return statistics.median(times)
+    step = bare_step(net, torch.randn(spec.batch_size, *shape, device=dev),
+                     torch.randint(0, spec.n_classes, (spec.batch_size,), device=dev))
+    warmup_ms = _time_windows(step, 1, 0, 1, dev)[0]
+    n = int(min(8, max(2, 1000 * budget_s // max(warmup_ms, 1e-3))))
+    return statistics.median(_time_windows(step, n, 0, n, dev)) / 1000
 
 
 def estimate(config: dict, measured=(), measure_backbones: bool = False, device: str = "auto",

@@ -32,7 +32,7 @@ def artefacts(method: str, hparams: dict, benchmark: str, config: dict) -> dict[
         return {}
     if benchmark not in BENCHMARK_CONV:
         raise InputError(f"benchmark '{benchmark}' has no BI-R conv pretraining: run {method} there with "
-                      f"conv: none or scratch (benchmarks with one: {', '.join(BENCHMARK_CONV)})")
+                         f"conv: none or scratch (benchmarks with one: {', '.join(BENCHMARK_CONV)})")
     upstream = config.get("bir_conv", {}).get("source") == "upstream_file"
     return {"bir_conv": conv_file(BENCHMARK_CONV[benchmark], upstream)}
 
