@@ -35,6 +35,7 @@ include: "rules/train.smk"
 include: "rules/collect.smk"
 # the pretrained inputs and extra evaluations of the method families
 include: "rules/ser.smk"
+include: "rules/wscl.smk"
 include: "rules/bir.smk"
 
 
@@ -48,6 +49,7 @@ localrules:
     figures,
     experiment_figure,
     robustness_table,
+    wscl_report,
 
 
 rule all:
@@ -61,3 +63,4 @@ rule all:
         PIPELINE.experiment_table_targets(TABLES),
         PIPELINE.robustness_table_targets(TABLES),
         PIPELINE.experiment_figure_targets(FIGURE_DIR),
+        WSCL_REPORTS,

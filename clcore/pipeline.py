@@ -92,11 +92,21 @@ class Pipeline:
                 get_benchmark(benchmark)
                 for method in exp["methods"]:
                     self._add_runs(exp, benchmark, method)
-            names = {run.name for run in self.block_runs(exp["id"])}
-            for pair in exp.get("pairs", []):
-                if not set(pair) <= names:
-                    raise InputError(f"experiment '{exp['id']}': pair {pair} names runs the block does not have "
-                                     f"(its runs: {', '.join(sorted(names))})")
+            exp["pairs"] = [self._pair_runs(exp["id"], pair) for pair in exp.get("pairs", [])]
+
+    def _pair_runs(self, experiment: str, pair: list[str]) -> list[str]:
+        """A declared [method, base] pair as run names: a method with one run name in the block (e.g. `er`, trained
+        with the block's overrides as er-h<hash>) stands for it."""
+        names = {run.name for run in self.block_runs(experiment)}
+        by_method: dict[str, set] = {}
+        for run in self.block_runs(experiment):
+            by_method.setdefault(run.method, set()).add(run.name)
+        resolved = [side if side in names or len(by_method.get(side, ())) != 1 else next(iter(by_method[side]))
+                    for side in pair]
+        if not set(resolved) <= names:
+            raise InputError(f"experiment '{experiment}': pair {pair} names runs the block does not have "
+                             f"(its runs: {', '.join(sorted(names))})")
+        return resolved
 
     def _add_runs(self, exp: dict, benchmark: str, method: str) -> None:
         cls, _ = get_method(method)
@@ -136,6 +146,12 @@ class Pipeline:
             key = (run.benchmark, run.name, run.buffer_size)
             counts[key] = counts.get(key, 0) + 1
         return [dict(benchmark=b, run_name=n, buffer_size=buf, n_seeds_expected=c) for (b, n, buf), c in counts.items()]
+
+    def prepared_inputs(self, run: Run) -> list[Path]:
+        """The meta.json of every prepared dataset a run loads: its benchmark's and its family's extras."""
+        family = family_of(run.method)
+        names = [get_benchmark(run.benchmark).prepared, *family.datasets(run.method, run.hparams, run.benchmark)]
+        return [Path(self.config["paths"]["prepared"]) / name / "meta.json" for name in dict.fromkeys(names)]
 
     def artefact_inputs(self, run: Run) -> dict[str, Path]:
         """The pretrained inputs a run needs, by artefact name, as its method's family names them."""
@@ -185,6 +201,10 @@ class Pipeline:
     def experiment_figure_targets(self, figure_dir) -> list[Path]:
         return [Path(figure_dir) / "experiments" / f"{e}_{kind}.{ext}"
                 for e in self.blocks for kind in self.block_figures(e) for ext in ("png", "pdf")]
+
+    def family_blocks(self, family: str) -> list[str]:
+        """The blocks with a method of `family` (WSCL's report: rules/wscl.smk)."""
+        return [e for e in self.blocks if any(family_of(r.method).name == family for r in self.block_runs(e))]
 
     # -- SER's robustness studies (blocks with `robust_eval:`) --------------------------------------------
     def robust_blocks(self) -> list[str]:

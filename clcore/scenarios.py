@@ -104,6 +104,11 @@ BENCHMARKS = {
     "seq-tinyimg-half": BenchmarkSpec("seq-tinyimg-half", "tinyimagenet", 5, 20, "resnet18", {"nf": 64},
                                       crop_padding=4, hflip=True, mean=(0.4802, 0.4480, 0.3975),
                                       std=(0.2770, 0.2691, 0.2821), n_epochs=10, batch_size=32, class_il_rows="all"),
+    # WSCL's FG-ImageNet (docs/protocol.md#wscl-seq-fgimagenet-256): SER's 100 classes at 256x256, 20 tasks of 5,
+    # 10 epochs, batch 8, no augmentation, ImageNet normalisation (the fork's `datasets/seq_dream_imagenet.py`).
+    "seq-fgimagenet-256": BenchmarkSpec("seq-fgimagenet-256", "fg-imagenet@256x256", 20, 5, "resnet18", {"nf": 64},
+                                        mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"],
+                                        n_epochs=10, batch_size=8, class_il_rows="all"),
     # BI-R protocols (docs/protocol.md#bi-r-protocols, [BIR] data/available.py): split MNIST 5x2 in [0, 1];
     # split CIFAR-100 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own
     # class order.
@@ -121,6 +126,11 @@ BENCHMARKS = {
     # Channels-last conv weights make the CPU step 1.5x faster (oneDNN's blocked kernels).
     "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
                                 n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True),
+    # seq-shapes for WSCL (docs/wscl.md#embedded-study): 3 epochs, since a task's first epoch trains up to 7 copies
+    # of the model; the last at lr/10 as on seq-shapes. Class-IL rows choose among all heads, as WSCL evaluates.
+    "seq-shapes-wscl": BenchmarkSpec("seq-shapes-wscl", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4,
+                                     hflip=True, n_epochs=3, batch_size=32, lr_milestones=(2,), channels_last=True,
+                                     class_il_rows="all"),
     # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
     # (docs/datasets.md#spurious-class-signatures; our stand-in for SER's unpublished signature protocol).
     "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},
@@ -178,7 +188,7 @@ class Scenario:
     def __init__(self, spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu",
                  class_order: str = "identity", seed: int = 0, validation: bool = False):
         self.spec, self.device, self.validation = spec, torch.device(device), validation
-        root = Path(prepared_dir)
+        root = self.prepared_dir = Path(prepared_dir)
         meta = data.metadata(spec.prepared, root)
         (train, self._train_rows), (test, self._test_rows) = (
             self._benchmark_rows(data.load(spec.prepared, split, root, self.device)) for split in ("train", spec.test_split))
@@ -188,6 +198,7 @@ class Scenario:
             self.train_x = with_signatures(self.train_x, self.train_y, spec.spurious_fraction)
         self.test_x, self.test_y = test["x"], test["y"]
         self.test_fields = {k: v for k, v in test.items() if k not in ("x", "y")}
+        self.extra_data: dict[str, torch.Tensor] = {}  # data a method family adds (WSCL: its dream images)
         if validation:
             self._hold_out_validation()
         perm = class_permutation(class_order, spec, seed)

@@ -136,7 +136,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
         log.info("resuming %s from task %d of %d (%s)", out_dir, first_task + 1, scenario.n_tasks, ckpt_path)
     else:
         rows, first_task, phases = [], 0, {"train_s": [], "eval_s": [], "elapsed_s": 0.0}
-        if cls.random_init_probe:
+        if model.random_init_probe:
             rows += _evaluation_rows(model, scenario, RANDOM_INIT_ROW)[0]
 
     elapsed_before = phases["elapsed_s"]  # time spent before a kill, for wall_time_s
@@ -153,6 +153,8 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
         model.begin_task(task)
         rows += model.train_task(task, on_epoch=(lambda e: bar.update(1)) if bar else None)
         model.end_task(task)
+        if t + 1 < scenario.n_tasks:
+            model.look_ahead(scenario, t + 1)
         phases["train_s"].append(time.time() - tic)
         tic = time.time()
         eval_rows, acc = _evaluation_rows(model, scenario, t)
@@ -202,7 +204,7 @@ def _scenario(method: str, spec, prepared_dir, dev, artefacts: dict, hp, seed: i
               validation: bool = False) -> tuple[Scenario, list[str]]:
     """The benchmark's data as the method's family prepares it, and the deviations that records."""
     scenario = Scenario(spec, prepared_dir, dev, getattr(hp, "class_order", "identity"), seed, validation)
-    return scenario, family_of(method).prepare_scenario(scenario, artefacts)
+    return scenario, family_of(method).prepare_scenario(scenario, artefacts, hp)
 
 
 def build_method(cls, hp, scenario: Scenario, seed: int, buffer_size: int, artefacts: dict | None = None):
@@ -212,7 +214,7 @@ def build_method(cls, hp, scenario: Scenario, seed: int, buffer_size: int, artef
     ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
                   device=scenario.device, seed=seed, buffer_size=buffer_size, make_net=make_net,
                   reset_optimizer_each_task=scenario.spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}),
-                  input_shape=scenario.input_shape)
+                  input_shape=scenario.input_shape, extra_data=scenario.extra_data)
     return cls(make_net(), hp, ctx).to(scenario.device)
 
 

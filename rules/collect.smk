@@ -71,6 +71,7 @@ rule experiment_table:
         settings=lambda wc: PIPELINE.block(wc.experiment)["settings"],
         spread=lambda wc: PIPELINE.block(wc.experiment)["spread"],
         pairs=lambda wc: PIPELINE.block(wc.experiment)["pairs"],
+        paper=lambda wc: PIPELINE.block(wc.experiment).get("paper"),
     log:
         "logs/experiment_table/{experiment}.log",
     conda:

@@ -3,7 +3,6 @@ from pathlib import Path
 
 from clcore.pipeline import Pipeline
 from clcore.report.figures import EXPERIMENT_FIGURE_KINDS
-from clcore.scenarios import get_benchmark
 
 PIPELINE = Pipeline(config)
 PREPARED = Path(config["paths"]["prepared"])
@@ -18,6 +17,3 @@ def run_of(wildcards):
     """The Run of a job's {benchmark}/{run}/buf{buffer}/seed{seed} wildcards."""
     return PIPELINE.run(wildcards.benchmark, wildcards.run, wildcards.buffer, wildcards.seed)
 
-
-def prepared_meta(wildcards):
-    return PREPARED / get_benchmark(wildcards.benchmark).prepared / "meta.json"

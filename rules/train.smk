@@ -5,7 +5,7 @@
 rule train:
     input:
         unpack(lambda wc: PIPELINE.artefact_inputs(run_of(wc))),  # pretrained inputs of the method's family
-        data=prepared_meta,
+        data=lambda wc: PIPELINE.prepared_inputs(run_of(wc)),  # the benchmark's dataset and the family's extras
     output:
         metrics=RUN_DIR + "/metrics.parquet",
         run=RUN_DIR + "/run.json",

@@ -9,7 +9,8 @@ it in its class's `conformance_exceptions` ({invariant: reason}), in its own fil
 
 The benchmark is fabricated here (6 classes of 32x32 RGB images with saliency maps, 24 training images per
 task): a ResNet-18 of width 4 for the classifiers, one optimiser step per 8 images, one epoch. Pretrained inputs
-of the families (SER's saliency predictor) are made here too, untrained.
+of the families (SER's saliency predictor) are made here too, untrained; WSCL dreams of the benchmark's own
+training images.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from clcore.data.prepared import write_prepared
 from clcore.hparams import make_hparams, resolve
 from clcore.methods import get_method, method_names
 from clcore.methods.ser.saliency import SaliencyPredictor, save_predictor
+from clcore.methods.wscl import DREAM_SOURCES, DreamSource
 from clcore.results import load_metrics
-from clcore.scenarios import BENCHMARKS, BenchmarkSpec, Scenario
-from clcore.train import build_method, run_training
+from clcore.scenarios import BENCHMARKS, BenchmarkSpec
+from clcore.train import _scenario, build_method, run_training
 from helpers import killed_at_task
 
 BENCHMARK = "conformance"
@@ -38,7 +40,7 @@ INVARIANTS = ("finite_losses", "resume", "same_seed", "evaluation_changes_nothin
               "state_dict_round_trip")
 # the smallest protocol each method accepts: applied where the method has the field
 TINY = dict(minibatch_size=8, iters=3, fc_units=16, fc_layers=2, z_dim=4, conv="scratch", c0=2, recon_loss="mse",
-            n_fisher=16)
+            n_fisher=16, val_dataset_size=2, freezing_buff_size=2, dream_per_class=4)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,7 @@ def workspace(tmp_path_factory):
     save_predictor(root / "saliency_predictor.pt", SaliencyPredictor((3, 32, 32), nf=4, widths=(8, 8, 4)))
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(BENCHMARKS, BENCHMARK, SPEC)
+        mp.setitem(DREAM_SOURCES, BENCHMARK, DreamSource("conformance", "train"))  # WSCL dreams of its own classes
         yield {"prepared": root / "prepared", "root": root,
                "artefacts": {"saliency_predictor": str(root / "saliency_predictor.pt")}}
 
@@ -178,7 +181,7 @@ def test_state_dict_round_trips(workspace, method):
     cls, _ = get_method(method)
     buffer, values = hparams(method)
     hp = make_hparams(method, values)
-    scenario = Scenario(SPEC, workspace["prepared"], "cpu", getattr(hp, "class_order", "identity"), 0)
+    scenario, _ = _scenario(method, SPEC, workspace["prepared"], "cpu", workspace["artefacts"], hp, 0)  # as a run
     torch.manual_seed(0)
     model = build_method(cls, hp, scenario, 0, buffer, workspace["artefacts"])
     task = scenario.task(0, model.stream_fields)

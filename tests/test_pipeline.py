@@ -58,11 +58,11 @@ def test_default_dag_dry_run(tmp_path):
     out = snakemake(workdir(tmp_path), "-n", "-F", "--quiet", "rules")
     counts = job_counts(out.stdout)
     # each family's headline comparison, 3 seeds: baselines 4 methods x 2 benchmarks (24), SER 4 methods on
-    # seq-shapes-ser (12), BI-R 3 methods on seq-digits and 2 on seq-shapes (15); figures: 3 per benchmark,
-    # 2 per block and SER's saliency figure
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 15, "collect": 1, "tables": 1, "figures": 9,
-                      "experiment_table": 5, "experiment_figure": 2 * 5 + 1, "pretrain_saliency": 1,
-                      "pseudo_saliency": 1, "pretrain_bir_conv": 1}
+    # seq-shapes-ser (12), WSCL 2 methods on seq-shapes-wscl (6), BI-R 3 methods on seq-digits and 2 on seq-shapes
+    # (15); figures: 3 per benchmark, 2 per block and SER's saliency figure; WSCL's report of its block
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 6 + 15, "collect": 1, "tables": 1,
+                      "figures": 12, "experiment_table": 6, "experiment_figure": 2 * 6 + 1, "pretrain_saliency": 1,
+                      "pseudo_saliency": 1, "pretrain_bir_conv": 1, "wscl_report": 1}
 
 
 def test_every_embedded_study_builds_its_dag(tmp_path):
@@ -70,8 +70,8 @@ def test_every_embedded_study_builds_its_dag(tmp_path):
     wd = workdir(tmp_path)
     trains = {name: job_counts(snakemake(wd, "-n", "-F", "--quiet", "rules", "--configfile",
                                          f"config/embedded/{name}.yaml").stdout)["train"]
-              for name in ("baselines", "ser", "bir", "all")}
-    assert trains == {"baselines": 66, "ser": 39, "bir": 134, "all": 239}
+              for name in ("baselines", "ser", "wscl", "bir", "all")}
+    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "bir": 134, "all": 299}
 
 
 def small_config(**experiment):
@@ -174,8 +174,9 @@ def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):
 def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     wd = workdir(tmp_path)
     out = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
-    runs = set(re.findall(r"results/runs/(seq-[a-z0-9-]+)/([a-z_]+(?:-task)?)/buf(\d+)/seed(\d+)/metrics\.parquet",
-                          out.stdout))
+    found = set(re.findall(r"results/runs/(seq-[a-z0-9-]+)/([a-z_]+(?:-task)?)(-h[0-9a-f]{8})?/buf(\d+)/seed(\d+)/"
+                           r"metrics\.parquet", out.stdout))
+    runs = {(b, m, buf, s) for b, m, _, buf, s in found}  # a block's overrides add -h<hash> to the method's runs
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["experiments"]
     for exp in paper:  # every experiment's (benchmark, method, buffer, seed) is a training job
         suffix = "-task" if exp.get("scenario") == "task" else ""
@@ -189,8 +190,12 @@ def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     # BI-R, 10 seeds on CIFAR-100: Fig. 6c 9, Fig. 6b 8, Fig. 8c and 8b 11 new each; 20 on MNIST: Fig. 3c and 3b
     # 8 each; exaggeration: 6 new methods x 5 seeds (bir_si's seeds are Fig. 6c's)
     bir = 10 * (9 + 8 + 11 + 11) + 20 * (8 + 8) + 6 * 5
-    assert job_counts(out.stdout)["train"] == len(runs) == der + online + ser + bir
+    # WSCL, 5 seeds: Table 2 on 3 benchmarks x (6 methods x 2 buffers + 2 buffer-free), of which seq-cifar10's
+    # baselines train at 10 epochs (their own runs), Table 3 4 new ablations each; the README block 3 x 2 x 2
+    wscl = 5 * 3 * (6 * 2 + 2) + 5 * 3 * 4 + 3 * 2 * 2
+    assert job_counts(out.stdout)["train"] == len(found) == der + online + ser + bir + wscl
     assert job_counts(out.stdout)["pretrain_bir_conv"] == 1  # the conv layers on CIFAR-10, shared by every seed
+    assert job_counts(out.stdout)["wscl_report"] == 5
     assert job_counts(out.stdout)["fetch_dataset"] == 4  # mnist, cifar10, cifar100, tinyimagenet: once each
     assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG
 

@@ -127,3 +127,24 @@ def test_every_shipped_config_builds_its_run_table():
         assert pipe.runs, path
         for run in pipe.runs.values():
             pipe.artefact_inputs(run)  # every run's family knows where its inputs come from
+
+
+def test_wscl_runs_wait_for_their_dream_set_and_fail_where_there_is_none():
+    pipe = Pipeline(config(block("w", ["seq-cifar10", "seq-digits"], ["er_ace_wscl", "er_ace_wscl_nodream"],
+                                 buffers=[200])))
+    prepared = lambda b, name: [p.parent.name for p in pipe.prepared_inputs(pipe.run(b, name, 200, 0))]  # noqa: E731
+    assert prepared("seq-cifar10", "er_ace_wscl") == ["cifar10", "cifar100"]  # CIFAR-100's superclasses
+    assert prepared("seq-cifar10", "er_ace_wscl_nodream") == ["cifar10"]
+    assert pipe.artefact_inputs(pipe.run("seq-digits", "er_ace_wscl_nodream", 200, 0)) == {}
+    with pytest.raises(CLError, match="'seq-digits' has no dream source"):
+        pipe.artefact_inputs(pipe.run("seq-digits", "er_ace_wscl", 200, 0))
+    assert pipe.family_blocks("wscl") == ["w"] and pipe.family_blocks("ser") == []
+
+
+def test_pairs_may_name_a_method_trained_under_the_blocks_overrides():
+    pipe = Pipeline(config(block("p", ["seq-digits"], ["sgd", "er"], buffers=[50], pairs=[["er", "sgd"]],
+                                 overrides={"er": {"lr": 0.05}})))
+    (pair,) = pipe.block("p")["pairs"]
+    assert pair[0].startswith("er-h") and pair[1] == "sgd"
+    with pytest.raises(CLError, match="names runs the block does not have"):
+        Pipeline(config(block("p", ["seq-digits"], ["sgd"], pairs=[["er", "sgd"]])))

@@ -14,7 +14,7 @@ from ..errors import lookup
 
 METHODS: dict[str, tuple[type, dict]] = {}
 
-FAMILIES = ("baselines", "ser", "bir")
+FAMILIES = ("baselines", "ser", "wscl", "bir")
 
 
 def register(name: str, **defaults):

@@ -50,6 +50,7 @@ class Context:
     reset_optimizer_each_task: bool = False
     artefacts: dict = field(default_factory=dict)  # pretrained inputs by name, e.g. "saliency_predictor": path
     input_shape: tuple[int, ...] = ()  # (C, H, W) of one input (models that build their own network: BI-R)
+    extra_data: dict = field(default_factory=dict)  # tensors the family added to the benchmark (WSCL: dreams)
 
 
 class LossLog:
@@ -117,6 +118,10 @@ class ContinualMethod(nn.Module):
 
     def end_task(self, task) -> None:
         pass
+
+    def look_ahead(self, scenario, next_task: int) -> None:
+        """Called after a task ends, before the evaluation whose row probes task `next_task` (FWT). WSCL
+        assigns that task's output heads here; other methods do nothing."""
 
     def forward(self, x):
         return self.net(x)

@@ -306,13 +306,16 @@ def experiment_latex(table: pd.DataFrame, title: str, settings=tuple(PAPER_SETTI
 
 def write_experiment_table(runs_parquet, rows: list[dict], title: str, out_md, out_tex, out_csv,
                            reference_csv=None, settings=tuple(PAPER_SETTINGS), spread: str = "std",
-                           pairs=()) -> pd.DataFrame:
+                           pairs=(), paper: str | None = None) -> pd.DataFrame:
     """The table of one experiment block as Markdown, LaTeX and CSV, written atomically: the accuracy columns of
     `settings` (± the `spread` over seeds, std or SEM, and the 95 % interval), the declared `pairs` (method, base)
-    compared over shared seeds, and the cost. The CSV holds the rows (`kind` "run") and the pairs ("paired")."""
+    compared over shared seeds, and the cost. The CSV holds the rows (`kind` "run") and the pairs ("paired").
+    `paper` keeps the published numbers of that paper only."""
     runs = read_table(runs_parquet, RUNS_SCHEMA)
     paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv or [])
     reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
+    if reference is not None and paper is not None:
+        reference = reference[reference.paper == paper]
     table = experiment_table(runs, rows, reference)
     pairs_table = paired_table(runs, rows, pairs, settings)
     devices = sorted(block_entries(runs, rows).device.dropna().unique())

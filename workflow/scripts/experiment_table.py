@@ -5,7 +5,8 @@ def main(smk):
     with job(smk):
         write_experiment_table(smk.input.runs, smk.params.rows, smk.params.title, smk.output.md, smk.output.tex,
                                smk.output.csv, reference_csv=smk.input.reference,
-                               settings=smk.params.settings, spread=smk.params.spread, pairs=smk.params.pairs)
+                               settings=smk.params.settings, spread=smk.params.spread, pairs=smk.params.pairs,
+                               paper=smk.params.paper)
 
 
 if "snakemake" in globals():

@@ -49,7 +49,7 @@ def artefacts(method: str, hparams: dict, benchmark: str, config: dict) -> dict[
     return out
 
 
-def prepare_scenario(scenario, artefacts: dict) -> list[str]:
+def prepare_scenario(scenario, artefacts: dict, hparams=None) -> list[str]:
     """Runs given pseudo maps train and are scored on them; the dataset's own maps stay as `sal_true`."""
     if "pseudo_saliency" not in artefacts:
         return []
