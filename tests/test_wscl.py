@@ -367,3 +367,24 @@ def test_embedded_qualitative_checks(tmp_path, request):
     assert mean("er_ace_wscl", "faa") >= mean("er_ace", "faa") - 3, summary
     assert fwt_gain > 0, summary
     assert np.mean(dreams) > 100 / 10, dreams  # chance: 1 of the 10 heads
+
+
+def test_the_wscl_report_says_what_is_missing_and_shows_freezing_depth(prepared, tmp_path):
+    from clcore.report.wscl import CAVEAT, write_wscl_report
+
+    hp = resolve("er_ace_wscl", BENCHMARK, 20, SMALL)
+    for seed in (0, 1):
+        run_training(BENCHMARK, "er_ace_wscl", 20, seed, hp, prepared, tmp_path / f"s{seed}", device="cpu")
+    reference = tmp_path / "reference.csv"
+    reference.write_text("paper,table,dataset,method,buffer,setting,metric,mean,std,n_runs,confidence,source\n"
+                         "sorrenti2024wscl,T2,wscl-test,er_ace_wscl,20,class_il,faa,50.0,1.0,,medium,test\n"
+                         "other,T2,wscl-test,er_ace_wscl,20,class_il,faa,99.0,1.0,,high,test\n")
+    out = {k: tmp_path / f"report.{k}" for k in ("md", "csv", "png", "pdf")}
+    table = write_wscl_report([tmp_path / "s0", tmp_path / "s1"], "t", out["md"], out["csv"], out["png"], out["pdf"],
+                              reference_csv=[reference])
+    (row,) = table.itertuples(index=False)
+    assert row.seeds == 2 and row.paper_faa == "50.00 ± 1.00 (medium)" and row.paper_forgetting == "–"
+    assert row.fwt.endswith("(identity)") and len(row.frozen_blocks_after_task.split(" → ")) == 3
+    text = out["md"].read_text()
+    assert CAVEAT in text and "Head matching looks at a task's training images" in text
+    assert out["png"].stat().st_size > 0 and out["pdf"].stat().st_size > 0

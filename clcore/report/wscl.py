@@ -4,6 +4,7 @@ measured against, and the freezing depth after each task."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -101,17 +102,19 @@ def freezing_figure(runs: pd.DataFrame, title: str, out_png, out_pdf) -> None:
     import matplotlib.pyplot as plt
 
     benchmarks = list(dict.fromkeys(runs.benchmark))
-    fig, axes = plt.subplots(1, max(1, len(benchmarks)), figsize=(4.5 * max(1, len(benchmarks)), 3.4), squeeze=False)
+    width = max(6.0, 4.5 * len(benchmarks))
+    fig, axes = plt.subplots(1, max(1, len(benchmarks)), figsize=(width, 3.8), squeeze=False)
     for ax, benchmark in zip(axes[0], benchmarks):
         for (name, buffer), g in runs[runs.benchmark == benchmark].groupby(["run_name", "buffer_size"], sort=False):
             depth = pd.DataFrame(g.frozen_blocks.tolist())
             if depth.empty or not depth.to_numpy().any():
                 continue
-            ax.errorbar(range(1, depth.shape[1] + 1), depth.mean(), yerr=depth.std(ddof=0), marker="o", capsize=3,
-                        label=f"{name} ({buffer})")
+            tasks = range(1, depth.shape[1] + 1)
+            ax.errorbar(tasks, depth.mean(), yerr=depth.std(ddof=0), marker="o", capsize=3, label=f"{name} ({buffer})")
+            ax.set_xticks(list(tasks))
         ax.set(title=benchmark, xlabel="after task", ylabel="frozen blocks (mean over seeds)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{title}\n{CAVEAT.split(':')[0]}", fontsize=9)
+    fig.suptitle(textwrap.fill(title, int(width * 14)) + f"\n{CAVEAT.split(':')[0]}", fontsize=9)
     fig.tight_layout()
     for path in (out_png, out_pdf):
         with atomic_path(path) as tmp:
