@@ -116,7 +116,8 @@ def test_task_assembly_dreams_on_free_heads_only(prepared):
     for t in range(3):
         task = scenario.task(t)
         model.begin_task(task)
-        x, y, n_real, val, buf = model._task_data(task)
+        data, val, buf = model._task_data(task)
+        x, y, n_real = data.images(torch.arange(len(data))), data.heads, data.n_real
         heads = model.class_head[list(task.classes)]
         free = model.free_heads()
         assert set(y[:n_real].tolist()) <= set(heads.tolist())

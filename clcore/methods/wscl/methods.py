@@ -70,6 +70,39 @@ class RealSamplesOnly(ReservoirBuffer):
             super().add(**{name: value[keep] for name, value in fields.items()})
 
 
+@dataclass
+class TrainingSet:
+    """A task's training set as indices, so that no image is copied: its kept real rows, then its dream rows
+    (a paper-scale dream set holds tens of GB), with the head of each."""
+
+    real_x: torch.Tensor
+    real_rows: torch.Tensor
+    dream_x: torch.Tensor | None
+    dream_rows: torch.Tensor
+    heads: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.heads.shape[0]
+
+    @property
+    def n_real(self) -> int:
+        return self.real_rows.shape[0]
+
+    @property
+    def n_dreams(self) -> int:
+        return self.dream_rows.shape[0]
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        """Raw images at positions `idx` of the set (real first, then dreams), gathered without a host sync."""
+        if not self.n_dreams:
+            return self.real_x[self.real_rows[idx]]
+        if not self.n_real:
+            return self.dream_x[self.dream_rows[idx - self.n_real]]
+        real = self.real_x[self.real_rows[idx.clamp(max=self.n_real - 1)]]
+        dream = self.dream_x[self.dream_rows[(idx - self.n_real).clamp(min=0)]]
+        return torch.where((idx < self.n_real)[:, None, None, None], real, dream)
+
+
 class _InitialWeights:
     """The untrained network read through the final head map (fwt_reference: matched), for `train.evaluate`."""
 
@@ -197,40 +230,38 @@ class WSCL(ContinualMethod):
         heads = self.class_head[torch.tensor(task.classes, device=self.device)]
         self.buffer.heads = heads if self.hp.replay else None
 
-    def _task_data(self, task) -> tuple[torch.Tensor, torch.Tensor, int, dict, dict]:
-        """(training images, their heads, how many are real, validation set, freezing buffer) of a task: the
-        task's images minus the held-out ones, then the dream images of every head still free."""
-        n = task.y.shape[0]
-        keep = torch.ones(n, dtype=torch.bool, device=self.device)
+    def _task_data(self, task) -> tuple["TrainingSet", dict, dict]:
+        """(training set, validation set, freezing buffer) of a task: the task's images minus the held-out
+        ones, then the dream images of every head still free."""
+        keep = torch.ones(task.y.shape[0], dtype=torch.bool, device=self.device)
         held = {"val": [], "buffer": []}
-        cpt = len(task.classes)
         for c in task.classes:
             idx = (task.y == c).nonzero().flatten()
             train, buf, val = holdout_positions(idx.numel(), task.index == 0, self.hp.val_dataset_size,
-                                                self.hp.freezing_buff_size, cpt, self.hp.holdout)
+                                                self.hp.freezing_buff_size, len(task.classes), self.hp.holdout)
             keep[idx[: train.start]] = False
             held["buffer"].append(idx[buf.start:buf.stop]), held["val"].append(idx[val.start:val.stop])
-        x, y = task.x[keep], self.class_head[task.y[keep]]
-        n_real = x.shape[0]
         sets = {name: {"x": task.x[torch.cat(rows)], "y": self.class_head[task.y[torch.cat(rows)]]}
                 for name, rows in held.items()}
+        real_rows = keep.nonzero().flatten()
+        dream_rows, heads = real_rows[:0], self.class_head[task.y[real_rows]]
         if self.hp.dreams:
             free = torch.isin(self.dream_head, torch.tensor(self.free_heads(), dtype=torch.long, device=self.device))
-            x = torch.cat([x, self.ctx.extra_data["dream_x"][self.dream_rows[free]]])
-            y = torch.cat([y, self.dream_head[free]])
-        return x, y, n_real, sets["val"], sets["buffer"]
+            dream_rows = self.dream_rows[free]
+            heads = torch.cat([heads, self.dream_head[free]])
+        return TrainingSet(task.x, real_rows, self.ctx.extra_data.get("dream_x"), dream_rows, heads), sets["val"], \
+            sets["buffer"]
 
     def train_task(self, task, on_epoch=None) -> list[dict]:
         t, hp, g = task.index, self.hp, self.generator
-        x_all, y_all, n_real, val_set, freezing_set = self._task_data(task)
+        data, val_set, freezing_set = self._task_data(task)
         rows = [metric_rows(f"wscl/head/class{c}", h, after_task=t)
                 for c, h in zip(task.classes, self.class_head[list(task.classes)].tolist())]
-        n_dreams = x_all.shape[0] - n_real
-        rows.append(metric_rows("wscl/dream_images", n_dreams, after_task=t))
+        rows.append(metric_rows("wscl/dream_images", data.n_dreams, after_task=t))
         log = LossLog(t, self.device)
         for epoch in range(hp.n_epochs):
             start_steps = log.steps
-            batches = self._batches(x_all, y_all, g)
+            batches = self._batches(data, g)
             if hp.freezing and t > 0 and epoch == 0:
                 rows += self._freezing_search(batches, val_set, t)
             else:
@@ -238,9 +269,9 @@ class WSCL(ContinualMethod):
                 for x, y, x_raw in batches:
                     log.add(self.base.observe(x, y, x_raw))
                 rows += log.flush(epoch, log.steps - start_steps)
-            if n_dreams:
-                rows.append(metric_rows("wscl/dream_train_accuracy",
-                                        self._accuracy(x_all[n_real:], y_all[n_real:]), after_task=t, epoch=epoch))
+            if data.n_dreams:
+                rows.append(metric_rows("wscl/dream_train_accuracy", self._dream_accuracy(data), after_task=t,
+                                        epoch=epoch))
             if on_epoch:
                 on_epoch(epoch)
         rows.append(metric_rows("wscl/frozen_blocks", len(frozen_blocks(self.net, hp.freezing_candidates)),
@@ -248,25 +279,28 @@ class WSCL(ContinualMethod):
         self.freezing_buffer = freezing_set
         return rows
 
-    def _batches(self, x_all, y_all, g):
+    def _batches(self, data: "TrainingSet", g):
         """The epoch's shuffled, augmented batches, drawn lazily from the main generator."""
-        perm = torch.randperm(x_all.shape[0], generator=g, device=self.device)
-        for start in range(0, x_all.shape[0], self.hp.batch_size):
+        perm = torch.randperm(len(data), generator=g, device=self.device)
+        for start in range(0, len(data), self.hp.batch_size):
             idx = perm[start:start + self.hp.batch_size]
-            yield self.transform.train(x_all[idx], g), y_all[idx], x_all[idx]
+            x_raw = data.images(idx)
+            yield self.transform.train(x_raw, g), data.heads[idx], x_raw
 
     def _set_lr(self, method, epoch: int) -> None:
         for group in method.opt.param_groups:
             group["lr"] = method.epoch_lr(epoch)
 
     @torch.no_grad()
-    def _accuracy(self, x_raw, heads) -> float:
-        """Accuracy (%) of the network in eval mode, arg-max over all heads (the dream images' training accuracy)."""
+    def _dream_accuracy(self, data: "TrainingSet", at_most: int = 2048) -> float:
+        """Training accuracy (%) on the task's dream images, in eval mode, arg-max over all heads; on an evenly
+        strided subset of at most `at_most` of them (a paper-scale task has ~10^5 dream images)."""
+        idx = torch.arange(data.n_real, len(data), -(-data.n_dreams // at_most), device=self.device)
         self.net.eval()
-        correct = sum(int((self.net(self.transform.test(x_raw[s:s + 256])).argmax(1) == heads[s:s + 256]).sum())
-                      for s in range(0, heads.shape[0], 256))
+        correct = sum(int((self.net(self.transform.test(data.images(i))).argmax(1) == data.heads[i]).sum())
+                      for i in idx.split(256))
         self.net.train()
-        return 100.0 * correct / heads.shape[0]
+        return 100.0 * correct / idx.numel()
 
     # -- the epoch-0 freezing search ----------------------------------------------------------------------
     def _freezing_search(self, batches, val_set, t: int) -> list[dict]:
