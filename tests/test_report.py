@@ -200,6 +200,23 @@ def test_experiment_table_marks_listed_but_untranscribed_published_values(tmp_pa
     assert "| derpp | 2000 | 3 | 63.00 ± 3.61 [54.04, 71.96] | NA | – |" in md and "NA = a published value not transcribed" in md
 
 
+def test_a_blocks_paper_key_keeps_that_papers_numbers_only(tmp_path):
+    """A WSCL block's plain DER++ on seq-cifar10 is not the DER paper's: with `paper: sorrenti2024wscl` its cell
+    reads WSCL's (not transcribed: NA), not DER Table 2's 64.88."""
+    from pathlib import Path
+
+    runs = _runs_frame()
+    runs = runs[(runs.run_name == "derpp") & (runs.benchmark == "seq-a")].assign(benchmark="seq-cifar10")
+    write_table(runs, RUNS_SCHEMA, tmp_path / "runs.parquet")
+    asked = [dict(benchmark="seq-cifar10", method="derpp", run_name="derpp", buffer_size=200, n_seeds_expected=3)]
+    references = [Path(__file__).resolve().parents[1] / f"config/reference/{f}.csv" for f in ("baselines", "wscl")]
+    out = {ext: tmp_path / f"t.{ext}" for ext in ("md", "tex", "csv")}
+    for paper, cell in ((None, "64.88 ± 1.17"), ("sorrenti2024wscl", "NA")):
+        write_experiment_table(tmp_path / "runs.parquet", asked, "T", out["md"], out["tex"], out["csv"],
+                               reference_csv=references, paper=paper)
+        assert f"| derpp | 200 | 3 | 63.00 ± 3.61 [54.04, 71.96] | {cell} |" in out["md"].read_text()
+
+
 # ---- Per-experiment figures. Forgetting per run: class-IL = the fixture's forgetting, task-IL = half of it.
 
 def _experiment_runs() -> pd.DataFrame:

@@ -122,6 +122,7 @@ def test_task_assembly_dreams_on_free_heads_only(prepared):
         free = model.free_heads()
         assert set(y[:n_real].tolist()) <= set(heads.tolist())
         assert set(origin(x[:n_real]).tolist()) <= set(task.classes)  # no image of a past or future class
+        assert set(scenario.test_y[scenario.class_task[scenario.test_y] == t].tolist()) == set(task.classes)
         assert len(x) - n_real == (0 if t == 2 else aux_sizes * len(free))  # no dreams at the last task
         assert set(y[n_real:].tolist()) == set(free)
         dream_class = {h: c for h, c in zip(model.dream_head.tolist(),
