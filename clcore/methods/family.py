@@ -1,9 +1,9 @@
 """What the pipeline needs from a method family, in one small interface.
 
 Each family package (`clcore/methods/<family>/`) defines `FAMILY = Family(...)`. The pipeline asks it
-which pretrained inputs a run needs (`clcore.pipeline`, rule `train`'s inputs) and lets it adapt the
-benchmark's data before a run trains (`clcore.train`), loading any other prepared dataset it needs. The rules that make a family's pretrained
-inputs live in `rules/<family>.smk` and write to the paths the family names here.
+which pretrained inputs and other prepared datasets a run needs (`clcore.pipeline`, rule `train`'s inputs)
+and lets it adapt the benchmark's data before a run trains (`clcore.train`). The rules that make a family's
+pretrained inputs live in `rules/<family>.smk` and write to the paths the family names here.
 """
 
 from __future__ import annotations

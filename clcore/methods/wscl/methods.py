@@ -45,7 +45,7 @@ class WSCLHparams(ERACEHparams):
     val_dataset_size: int = 1000   # V, held out of each task >= 2 for the search: WSCL default (--validation 1)
     freezing_buff_size: int = 200  # F, held out of each task for the next task's search: WSCL default
     freezing_eval: FreezingEval = "training_and_buff"  # the paper setting
-    freezing_candidates: tuple[str, ...] = CANDIDATES
+    freezing_candidates: tuple[str, ...] = CANDIDATES  # upstream: layer1.0 .. layer3.1, in forward order
     dream_per_class: int | None = None  # images per dream class, a seeded subset; null = all (paper)
     # upstream quirks, faithful by default (docs/wscl.md#upstream-quirks)
     epoch0_state: Literal["legacy", "winner"] = "legacy"  # legacy: only the winner's network is kept
