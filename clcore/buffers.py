@@ -12,6 +12,9 @@ from typing import Literal
 import torch
 
 Selection = Literal["herding", "random"]  # how ClassBalancedBuffer picks exemplars
+# herding as Mammoth (`exclude`: each pick among the unpicked) or as the original iCaRL code and inclearn
+# (`icarl_w`: a running target that may re-pick an exemplar; docs/baselines.md#herding-variants)
+HerdingVariant = Literal["exclude", "icarl_w"]
 
 
 class ReservoirBuffer:
@@ -96,6 +99,26 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
     return torch.tensor(order, dtype=torch.long, device=features.device)
 
 
+def herding_icarl_w(features: torch.Tensor, m: int, max_iterations: int = 1000) -> torch.Tensor:
+    """The original iCaRL code's herding: w starts at the mean feature μ; each iteration picks the feature of
+    largest ⟨w, φ⟩, appends it if it is new, and moves w by μ − φ, until m distinct picks or `max_iterations`;
+    indices never picked fill what is left, in ascending order."""
+    mu, n = features.mean(0), features.shape[0]
+    w, order = mu.clone(), []
+    for _ in range(max_iterations):
+        if len(order) == min(m, n):
+            break
+        k = int(torch.argmax(features @ w))
+        if k not in order:
+            order.append(k)
+        w += mu - features[k]
+    order += [i for i in range(n) if i not in order][: min(m, n) - len(order)]
+    return torch.tensor(order, dtype=torch.long, device=features.device)
+
+
+HERDING = {"exclude": herding, "icarl_w": herding_icarl_w}
+
+
 class ClassBalancedBuffer:
     """Exemplar memory with m = capacity // seen_classes examples per class (iCaRL, AKR, BI-R).
 
@@ -103,10 +126,12 @@ class ClassBalancedBuffer:
     new class by herding on the given features (or uniformly at random).
     """
 
-    def __init__(self, capacity: int, device, generator: torch.Generator, selection: Selection = "herding"):
+    def __init__(self, capacity: int, device, generator: torch.Generator, selection: Selection = "herding",
+                 herding_variant: HerdingVariant = "exclude"):
         if selection not in typing.get_args(Selection):
             raise ValueError(f"selection must be one of {typing.get_args(Selection)}, not {selection!r}")
         self.capacity, self.device, self.generator, self.selection = capacity, torch.device(device), generator, selection
+        self.herd = HERDING[herding_variant]
         self.x = self.y = None
 
     def __len__(self) -> int:
@@ -123,7 +148,7 @@ class ClassBalancedBuffer:
         for c in y_new.unique(sorted=True).tolist():
             idx = (y_new == c).nonzero().flatten()
             if self.selection == "herding":
-                chosen = idx[herding(features(x_new[idx]), m)]
+                chosen = idx[self.herd(features(x_new[idx]), m)]
             else:
                 chosen = idx[torch.randperm(idx.numel(), generator=self.generator, device=self.device)[:m]]
             xs.append(x_new[chosen]), ys.append(y_new[chosen])

@@ -125,3 +125,47 @@ def test_class_balanced_buffer_keeps_first_m_of_old_classes():
     assert torch.equal(buf.x[buf.y == 0], old_class0)
     with pytest.raises(ValueError):
         ClassBalancedBuffer(8, "cpu", torch.Generator(), selection="kmeans")
+
+
+# the four unit vectors of docs/baselines.md#herding-variants: μ = (0.25, 0.65)
+UNIT_VECTORS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-0.6, 0.8]])
+
+
+def test_herding_variants_by_hand():
+    """icarl_w re-picks p2 at its third iteration (score 0.21, w becomes (-0.2, 0)) and needs five iterations;
+    exclude never looks at a picked vector again."""
+    from clcore.buffers import herding_icarl_w
+
+    assert herding_icarl_w(UNIT_VECTORS, 4).tolist() == [2, 1, 3, 0]
+    assert herding_icarl_w(UNIT_VECTORS, 4, max_iterations=4).tolist() == [2, 1, 3, 0][:3] + [0]  # cap: fill
+    assert herding_icarl_w(UNIT_VECTORS, 4, max_iterations=3).tolist() == [2, 1, 0, 3]  # remaining, ascending
+    assert herding(UNIT_VECTORS, 4).tolist() == [2, 1, 0, 3]
+
+
+def test_herding_variants_agree_without_a_repick():
+    """On unit vectors both pick argmax <kμ − Σ picked, φ>: icarl_w differs only where it re-picks."""
+    from clcore.buffers import herding_icarl_w
+
+    gen, agreed = torch.Generator().manual_seed(0), 0
+    for _ in range(100):
+        f = torch.nn.functional.normalize(torch.randn(12, 3, generator=gen), dim=1)
+        m = 5
+        w, picks, repick = f.mean(0).clone(), [], False
+        for _ in range(m):  # icarl_w's first m iterations: a re-pick among them means the variants may differ
+            k = int(torch.argmax(f @ w))
+            repick |= k in picks
+            picks.append(k)
+            w += f.mean(0) - f[k]
+        if not repick:
+            agreed += 1
+            assert herding_icarl_w(f, m).tolist() == herding(f, m).tolist() == brute_force_herding(f, m)
+    assert agreed > 50
+
+
+@pytest.mark.parametrize("n_seen, quota", [(10, 200), (20, 100), (30, 66), (40, 50), (100, 20)])
+def test_memory_quota_is_k_over_the_classes_counted(n_seen, quota):
+    """K = 2000: shrinking counts the seen classes (10, 20, 30, 40 -> 200, 100, 66, 50); fixed counts all 100."""
+    buf = ClassBalancedBuffer(2000, "cpu", torch.Generator().manual_seed(0), selection="random")
+    y = torch.arange(n_seen).repeat_interleave(250)
+    buf.update(torch.zeros(len(y), 1, 1, 1, dtype=torch.uint8), y, n_seen)
+    assert all(int((buf.y == c).sum()) == quota for c in range(n_seen)) and len(buf) <= 2000

@@ -180,3 +180,26 @@ def test_ewc_online_penalty_enters_the_loss():
     loss = m.observe(x, torch.tensor([0]), x.to(torch.uint8))
     assert loss["penalty"].item() == pytest.approx(4 * 0.25)
     assert loss["loss"].item() == pytest.approx(ce([1.5, 0.5], 0) + 2.0 * 1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("policy, quotas", [("shrinking", [2, 1]), ("fixed", [1, 1])])
+def test_icarl_memory_policy_counts_seen_or_all_classes(policy, quotas):
+    """K = 2, one class per task: shrinking keeps 2 exemplars of class 0 after task 1, then 1 of each; fixed
+    keeps K // 2 = 1 from the start."""
+    m = make("icarl", buffer_size=2, memory_policy=policy)
+    for t, quota in enumerate(quotas):
+        x = torch.rand(6, 2, 1, 1)
+        task = Task(t, (t,), (x * 255).to(torch.uint8), torch.full((6,), t))
+        m.begin_task(task)
+        m.end_task(task)
+        assert all(int((m.buffer.y == c).sum()) == quota for c in range(t + 1))
+
+
+def test_icarl_nearest_mean_scores_by_hand():
+    """μ_A = (1, 0), μ_B = (0, 1), φ(x) = (3, 1) -> φ̄ = (0.948683, 0.316228): scores -‖φ̄ - μ‖² =
+    (-0.102633, -1.367544), prediction A."""
+    m = make("icarl", buffer_size=2, nmc="current")
+    m.buffer.x, m.buffer.y = torch.zeros(2, 2, 1, 1, dtype=torch.uint8), torch.tensor([0, 1])
+    m.class_means = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    scores = m.predict(torch.tensor([[3.0], [1.0]]).reshape(1, 2, 1, 1))
+    assert scores[0].tolist() == pytest.approx([-0.102633, -1.367544], abs=1e-6) and int(scores.argmax()) == 0

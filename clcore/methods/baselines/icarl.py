@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ...buffers import ClassBalancedBuffer, Selection
+from ...buffers import ClassBalancedBuffer, HerdingVariant, Selection
 from .. import register
 from .lwf import LwFMC, LwFMCHparams
 
@@ -25,6 +25,10 @@ class ICaRLHparams(LwFMCHparams):
     optim_wd: float = 1e-5   # idem
     nmc: Literal["legacy", "exact", "current"] = "legacy"
     selection: Selection = "herding"
+    herding_variant: HerdingVariant = "exclude"  # Mammoth; icarl_w: the original code and inclearn (AKR)
+    # exemplars per class: shrinking = K // seen classes (iCaRL, Mammoth, inclearn); fixed = K // all classes
+    # (the LUCIR / TFH convention); docs/baselines.md#herding-variants
+    memory_policy: Literal["shrinking", "fixed"] = "shrinking"
 
 
 def running_mean(features: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -53,7 +57,8 @@ class ICaRL(LwFMC):
                    for t, n in enumerate(task_sizes))
 
     def make_buffer(self):
-        return ClassBalancedBuffer(self.ctx.buffer_size, self.device, self.generator, self.hp.selection)
+        return ClassBalancedBuffer(self.ctx.buffer_size, self.device, self.generator, self.hp.selection,
+                                   self.hp.herding_variant)
 
     def begin_task(self, task):
         super().begin_task(task)
@@ -79,7 +84,8 @@ class ICaRL(LwFMC):
         new = [c for c in task.classes]
         mask = (task.y[:, None] == torch.tensor(new, device=self.device)[None]).any(1)
         seen = self.ctx.task_classes[task.index][-1] + 1
-        self.buffer.update(task.x[mask], task.y[mask], seen, self.features)
+        self.buffer.update(task.x[mask], task.y[mask], seen if self.hp.memory_policy == "shrinking" else
+                           self.ctx.n_classes, self.features)
         self.class_means = None
 
     def compute_class_means(self) -> torch.Tensor:
