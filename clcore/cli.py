@@ -75,8 +75,9 @@ def list_(what):
                        f"{'  [buffer]' if cls.uses_buffer else ''}")
     elif what == "benchmarks":
         for name, spec in BENCHMARKS.items():
-            click.echo(f"{name:12s} {spec.prepared}: {spec.n_tasks} tasks x {spec.classes_per_task} classes, "
-                       f"{spec.backbone} {spec.backbone_options or ''}")
+            sizes = (f"{spec.first_task_classes} + {spec.n_tasks - 1} x {spec.classes_per_task}" if spec.first_task_classes
+                     else f"{spec.n_tasks} x {spec.classes_per_task}")
+            click.echo(f"{name:12s} {spec.prepared}: {sizes} classes, {spec.backbone} {spec.backbone_options or ''}")
     else:
         click.echo("\n".join(PREPARERS if what == "datasets" else BACKBONES))
 

@@ -34,7 +34,7 @@ from .io import read_json
 from .methods import get_method
 from .pipeline import Pipeline, Run
 from .results import RUNS_SCHEMA, read_table
-from .scenarios import BenchmarkSpec, get_benchmark
+from .scenarios import BenchmarkSpec, class_permutation, get_benchmark
 
 # training images per class and image shape of each dataset, for datasets not prepared on this machine;
 # ≈: FG-ImageNet has about 1,300 per class, SER's Mini-ImageNet about 600 (docs/datasets.md#manual-datasets)
@@ -55,9 +55,11 @@ def _task_sizes(benchmark: str, prepared_dir: str) -> tuple[int, ...]:  # one re
     spec = get_benchmark(benchmark)
     if (Path(prepared_dir) / spec.prepared / "meta.json").exists():
         y = np.asarray(read_split(Path(prepared_dir) / spec.prepared, "train")["y"])
-        task = y // spec.classes_per_task
+        y = y[y < spec.n_classes]
+        perm = class_permutation(spec.class_order, spec, 0)
+        task = np.repeat(np.arange(spec.n_tasks), spec.task_sizes)[y if perm is None else perm[y]]
         return tuple(int((task == t).sum()) for t in range(spec.n_tasks))
-    return (KNOWN_DATASETS[parse_name(spec.prepared)[0]][0] * spec.classes_per_task,) * spec.n_tasks
+    return tuple(KNOWN_DATASETS[parse_name(spec.prepared)[0]][0] * size for size in spec.task_sizes)
 
 
 def input_shape(spec: BenchmarkSpec, prepared_dir) -> tuple[int, ...]:

@@ -47,10 +47,18 @@ class BenchmarkSpec:
     reset_optimizer_each_task: bool = False
     test_split: str = "test"
     spurious_fraction: float = 0.0  # share of training images carrying a class signature (shapes only)
+    # a larger first phase (AKR's "train from half", TFH: 50 classes, then classes_per_task per phase)
+    first_task_classes: int | None = None
+    # the benchmark's class order when the method sets none (AKR's CIFAR-100 splits: inclearn_order0)
+    class_order: str = "identity"
+
+    @property
+    def task_sizes(self) -> tuple[int, ...]:
+        return (self.first_task_classes or self.classes_per_task,) + (self.classes_per_task,) * (self.n_tasks - 1)
 
     @property
     def n_classes(self) -> int:
-        return self.n_tasks * self.classes_per_task
+        return sum(self.task_sizes)
 
     def protocol(self) -> dict:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "lr_milestones": self.lr_milestones,
@@ -109,6 +117,15 @@ BENCHMARKS = {
     "seq-fgimagenet-256": BenchmarkSpec("seq-fgimagenet-256", "fg-imagenet@256x256", 20, 5, "resnet18", {"nf": 64},
                                         mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"],
                                         n_epochs=10, batch_size=8, class_il_rows="all"),
+    # AKR's class-incremental splits of CIFAR-100 (docs/protocol.md#akr-class-incremental-splits): TFS = N equal
+    # phases, TFH = a 50-class base phase then N equal phases; inclearn's first class order; the inclearn iCaRL
+    # protocol AKR builds on: CIFAR ResNet-32, 90 epochs, batch 128, the optimiser rebuilt every phase.
+    **{f"seq-cifar100-tf{kind}{n}": BenchmarkSpec(
+        f"seq-cifar100-tf{kind}{n}", "cifar100", n + (kind == "h"), (100 if kind == "s" else 50) // n, "resnet32",
+        {"nf": 16, "n": 5}, crop_padding=4, hflip=True, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
+        n_epochs=90, batch_size=128, lr_milestones=(70, 84), reset_optimizer_each_task=True,
+        first_task_classes=50 if kind == "h" else None, class_order="inclearn_order0")
+       for kind, n in (("s", 5), ("s", 10), ("s", 20), ("h", 5), ("h", 10), ("h", 25))},
     # BI-R protocols (docs/protocol.md#bi-r-protocols, [BIR] data/available.py): split MNIST 5x2 in [0, 1];
     # split CIFAR-100 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own
     # class order.
@@ -156,19 +173,37 @@ def with_signatures(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
     return x
 
 
-ClassOrder = Literal["identity", "bir_seeded"]
+ClassOrder = Literal["identity", "bir_seeded", "inclearn_order0", "lucir_1993"]
 CLASS_ORDERS = typing.get_args(ClassOrder)
+CLASS_ORDER_FILES = Path(__file__).resolve().parents[1] / "config" / "classorders"
+
+
+def presentation_order(order: str, n_classes: int) -> np.ndarray:
+    """The original labels in the order a fixed class order presents them: inclearn's first CIFAR-100 order (a
+    shipped file) or LUCIR's np.random.seed(1993) permutation (docs/protocol.md#akr-class-incremental-splits)."""
+    if order == "lucir_1993":
+        return np.random.RandomState(1993).permutation(n_classes)
+    path = CLASS_ORDER_FILES / f"cifar100_{order}.txt"
+    values = np.array([int(v) for line in path.read_text().splitlines() if not line.startswith("#")
+                       for v in line.split()])
+    if sorted(values.tolist()) != list(range(n_classes)):
+        raise InputError(f"{path} is not an order of {n_classes} classes")
+    return values
 
 
 def class_permutation(order: str, spec: BenchmarkSpec, seed: int) -> np.ndarray | None:
     """p with y' = p[y], or None for the dataset's own order. `bir_seeded` is [BIR] data/load.py's
     `np.random.RandomState(seed).permutation(n_classes)`, except that split MNIST keeps the identity
-    for seeds below 10 as upstream does (docs/bir.md#mnist-identity-order); the embedded data always permutes."""
+    for seeds below 10 as upstream does (docs/bir.md#mnist-identity-order); the embedded data always permutes.
+    The fixed orders (`inclearn_order0`, `lucir_1993`) list original labels in presentation order: the k-th
+    listed class becomes label k, whatever the seed."""
     if order not in CLASS_ORDERS:
         raise ValueError(f"class_order must be one of {CLASS_ORDERS}, not {order!r}")
-    if order == "identity" or (spec.prepared == "mnist" and seed < 10):
+    if order == "identity" or (order == "bir_seeded" and spec.prepared == "mnist" and seed < 10):
         return None
-    return np.random.RandomState(seed).permutation(spec.n_classes)
+    if order == "bir_seeded":
+        return np.random.RandomState(seed).permutation(spec.n_classes)
+    return np.argsort(presentation_order(order, spec.n_classes))
 
 
 @dataclass
@@ -186,7 +221,7 @@ class Scenario:
     """A benchmark's data loaded whole onto the device once, and its task structure."""
 
     def __init__(self, spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu",
-                 class_order: str = "identity", seed: int = 0, validation: bool = False):
+                 class_order: str | None = None, seed: int = 0, validation: bool = False):
         self.spec, self.device, self.validation = spec, torch.device(device), validation
         root = self.prepared_dir = Path(prepared_dir)
         meta = data.metadata(spec.prepared, root)
@@ -201,7 +236,7 @@ class Scenario:
         self.extra_data: dict[str, torch.Tensor] = {}  # data a method family adds (WSCL: its dream images)
         if validation:
             self._hold_out_validation()
-        perm = class_permutation(class_order, spec, seed)
+        perm = class_permutation(class_order or spec.class_order, spec, seed)  # the method's order, else the benchmark's
         if perm is not None:  # tasks stay consecutive blocks of the relabelled classes
             perm = torch.from_numpy(perm).to(self.device)
             self.train_y, self.test_y = perm[self.train_y], perm[self.test_y]
@@ -214,10 +249,10 @@ class Scenario:
             hflip=spec.hflip,
         ).to(self.device)
         self.input_shape = tuple(self.train_x.shape[1:])
-        c = spec.classes_per_task
-        self.task_classes = [tuple(range(t * c, (t + 1) * c)) for t in range(spec.n_tasks)]
+        ends = np.cumsum(spec.task_sizes)
+        self.task_classes = [tuple(range(end - size, end)) for end, size in zip(ends.tolist(), spec.task_sizes)]
         # task id of every class, for task-IL masks and per-task accuracy counts
-        self.class_task = torch.arange(spec.n_classes, device=self.device) // c
+        self.class_task = torch.from_numpy(np.repeat(np.arange(spec.n_tasks), spec.task_sizes)).to(self.device)
 
     def _hold_out_validation(self, fraction: float = 0.1, seed: int = 100) -> None:
         """Replace the test data by a random `fraction` of the training rows (fixed by `seed`;

@@ -203,7 +203,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
 def _scenario(method: str, spec, prepared_dir, dev, artefacts: dict, hp, seed: int,
               validation: bool = False) -> tuple[Scenario, list[str]]:
     """The benchmark's data as the method's family prepares it, and the deviations that records."""
-    scenario = Scenario(spec, prepared_dir, dev, getattr(hp, "class_order", "identity"), seed, validation)
+    scenario = Scenario(spec, prepared_dir, dev, getattr(hp, "class_order", None), seed, validation)
     return scenario, family_of(method).prepare_scenario(scenario, artefacts, hp)
 
 
