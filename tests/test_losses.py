@@ -203,3 +203,16 @@ def test_icarl_nearest_mean_scores_by_hand():
     m.class_means = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     scores = m.predict(torch.tensor([[3.0], [1.0]]).reshape(1, 2, 1, 1))
     assert scores[0].tolist() == pytest.approx([-0.102633, -1.367544], abs=1e-6) and int(scores.argmax()) == 0
+
+
+def test_icarl_bce_with_distillation_by_hand():
+    """3 old + 2 new classes, logits (2, -1, 0 | 1, -2), teacher logits (2, -1, 0), label class 3: targets
+    (σ(2), σ(-1), 0.5, 1, 0) = (0.8808, 0.2689, 0.5, 1, 0); BCE 0.416175 averaged, 2.080874 summed; with zero
+    logits it is ln 2 whatever the targets."""
+    logits = torch.tensor([[2.0, -1.0, 0.0, 1.0, -2.0]])
+    targets = icarl_targets(torch.tensor([3]), torch.sigmoid(torch.tensor([[2.0, -1.0, 0.0]])), past=3, seen=5)
+    assert targets[0].tolist() == pytest.approx([0.880797, 0.268941, 0.5, 1.0, 0.0], abs=1e-6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert float(bce(logits, targets)) == pytest.approx(0.416175, abs=1e-6)
+    assert float(bce(logits, targets, reduction="sum")) == pytest.approx(2.080874, abs=1e-6)
+    assert float(bce(torch.zeros(1, 5), targets)) == pytest.approx(math.log(2), abs=1e-7)
