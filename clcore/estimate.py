@@ -57,7 +57,7 @@ def _task_sizes(benchmark: str, prepared_dir: str) -> tuple[int, ...]:  # one re
         y = np.asarray(read_split(Path(prepared_dir) / spec.prepared, "train")["y"])
         y = y[y < spec.n_classes]
         perm = class_permutation(spec.class_order, spec, 0)
-        task = np.repeat(np.arange(spec.n_tasks), spec.task_sizes)[y if perm is None else perm[y]]
+        task = spec.task_of_class()[y if perm is None else perm[y]]
         return tuple(int((task == t).sum()) for t in range(spec.n_tasks))
     return tuple(KNOWN_DATASETS[parse_name(spec.prepared)[0]][0] * size for size in spec.task_sizes)
 

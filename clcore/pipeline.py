@@ -97,10 +97,10 @@ class Pipeline:
     def _pair_runs(self, experiment: str, pair: list[str]) -> list[str]:
         """A declared [method, base] pair as run names: a method with one run name in the block (e.g. `er`, trained
         with the block's overrides as er-h<hash>) stands for it."""
-        names = {run.name for run in self.block_runs(experiment)}
         by_method: dict[str, set] = {}
         for run in self.block_runs(experiment):
             by_method.setdefault(run.method, set()).add(run.name)
+        names = set().union(*by_method.values())
         resolved = [side if side in names or len(by_method.get(side, ())) != 1 else next(iter(by_method[side]))
                     for side in pair]
         if not set(resolved) <= names:

@@ -60,6 +60,10 @@ class BenchmarkSpec:
     def n_classes(self) -> int:
         return sum(self.task_sizes)
 
+    def task_of_class(self) -> np.ndarray:
+        """The task index of every label (after the class order), for masks and per-task counts."""
+        return np.repeat(np.arange(self.n_tasks), self.task_sizes)
+
     def protocol(self) -> dict:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "lr_milestones": self.lr_milestones,
                 "channels_last": self.channels_last, "class_il_rows": self.class_il_rows}
@@ -252,7 +256,7 @@ class Scenario:
         ends = np.cumsum(spec.task_sizes)
         self.task_classes = [tuple(range(end - size, end)) for end, size in zip(ends.tolist(), spec.task_sizes)]
         # task id of every class, for task-IL masks and per-task accuracy counts
-        self.class_task = torch.from_numpy(np.repeat(np.arange(spec.n_tasks), spec.task_sizes)).to(self.device)
+        self.class_task = torch.from_numpy(spec.task_of_class()).to(self.device)
 
     def _hold_out_validation(self, fraction: float = 0.1, seed: int = 100) -> None:
         """Replace the test data by a random `fraction` of the training rows (fixed by `seed`;

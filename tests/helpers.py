@@ -38,3 +38,15 @@ def killed_at_task(monkeypatch, cls, index: int = 2):
         yield
     finally:
         monkeypatch.setattr(cls, "begin_task", original)
+
+
+def in_second_task(method, scenario):
+    """`method` trained on task 1 and begun on task 2, not trained on it; returns task 2 as begun (begin_task may
+    have added fields to it)."""
+    first = scenario.task(0)
+    method.begin_task(first)
+    method.train_task(first)
+    method.end_task(first)
+    second = scenario.task(1)
+    method.begin_task(second)
+    return second

@@ -184,6 +184,7 @@ from clcore.methods import get_method  # noqa: E402
 from clcore.methods.bir.exaggeration import EXAG_PRESETS  # noqa: E402
 from clcore.scenarios import Scenario, get_benchmark  # noqa: E402
 from clcore.train import build_method, evaluate  # noqa: E402
+from helpers import in_second_task  # noqa: E402
 
 # bir_si's registry preset on a tiny seq-shapes protocol: scratch conv (no pretrained file), c0 4, fc 32, z 8
 TINY = dict(scenario="class", iters=20, batch_size=16, lr=1e-3, fc_units=32, fc_layers=3, z_dim=8, recon_loss="mse",
@@ -220,12 +221,7 @@ def run_two_tasks(scenario, name, **overrides):
 def at_second_task(scenario, name, **overrides):
     """A method after task 1 (20 iterations), in task 2, with one replay batch and the model's pass on it."""
     method = build(scenario, name, **overrides)
-    for t in range(2):
-        task = scenario.task(t)
-        method.begin_task(task)
-        if t == 0:
-            method.train_task(task)
-            method.end_task(task)
+    in_second_task(method, scenario)
     rows = method.rows(scenario.task(1).x[:16])
     (rep,) = method.replay(rows, None)
     return method, rep, method.forward_pass(method.net, rep.x, rep.gate)

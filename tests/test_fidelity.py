@@ -11,6 +11,7 @@ from clcore.methods import get_method
 from clcore.methods.base import Context
 from clcore.scenarios import Scenario, get_benchmark
 from clcore.train import build_method, evaluate
+from helpers import in_second_task
 from test_losses import Identity2, make
 
 
@@ -26,12 +27,7 @@ def test_lwf_targets_come_from_the_unnormalised_image_as_upstream(prepared_dir, 
     """Mammoth's LwF records the old logits on `not_aug_inputs`, the [0, 1] tensor of ToTensor(): for the
     digits, x / 16 (pixel_max), not the normalised (x / 16 − mean) / std the network trains on."""
     model, scenario = digits_method(prepared_dir, "lwf", distill_input=distill_input)
-    for t in range(2):
-        task = scenario.task(t)
-        model.begin_task(task)
-        if t == 0:
-            model.train_task(task)
-            model.end_task(task)
+    task = in_second_task(model, scenario)
     upstream = task.x.float() / 16.0
     with torch.no_grad():
         model.net.eval()

@@ -143,7 +143,7 @@ def experiment_table(runs: pd.DataFrame, rows: list[dict], reference: pd.DataFra
     table = pd.DataFrame(rows).drop(columns="seeds", errors="ignore").merge(ours, on=KEYS, how="left")
     table["n_seeds"] = table.n_seeds.fillna(0).astype(int)
     if reference is not None and len(reference):
-        table = table.merge(_published(reference), on=["benchmark", "method", "buffer_size"], how="left")
+        table = table.merge(published(reference), on=["benchmark", "method", "buffer_size"], how="left")
         for setting in PAPER_SETTINGS:
             if f"{setting}_paper_mean" in table:
                 table[f"{setting}_diff"] = table[f"{setting}_faa_mean"] - table[f"{setting}_paper_mean"]
@@ -176,9 +176,18 @@ def paired_table(runs: pd.DataFrame, rows: list[dict], pairs, settings=tuple(PAP
     return pd.DataFrame(out, columns=columns)
 
 
-def _published(reference: pd.DataFrame) -> pd.DataFrame:
-    """(benchmark, method, buffer_size) -> `<setting>_paper_{mean,std,confidence,approx}`; the first source wins."""
-    faa = reference[reference.metric == "faa"].drop_duplicates(["dataset", "method", "buffer", "setting"])
+def read_reference(reference_csv, paper: str | None = None) -> pd.DataFrame | None:
+    """The published numbers of config/reference/*.csv (one path or several; None without any), those of `paper`
+    only when it is given."""
+    paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv or [])
+    reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
+    return reference[reference.paper == paper] if reference is not None and paper is not None else reference
+
+
+def published(reference: pd.DataFrame, metric: str = "faa") -> pd.DataFrame:
+    """(benchmark, method, buffer_size) -> `<setting>_paper_{mean,std,confidence,approx}` of `metric`; the first
+    source wins."""
+    faa = reference[reference.metric == metric].drop_duplicates(["dataset", "method", "buffer", "setting"])
     faa = faa.assign(approx=faa["approx"].fillna(False).astype(bool) if "approx" in faa else False)
     wide = faa.pivot(index=["dataset", "method", "buffer"], columns="setting",
                      values=["mean", "std", "confidence", "approx"])
@@ -192,7 +201,7 @@ def _has_reference(table: pd.DataFrame) -> bool:
                for s in PAPER_SETTINGS)
 
 
-def _paper_cell(row, setting: str) -> str:
+def paper_cell(row, setting: str) -> str:
     """The published value; NA where the reference lists the cell but its value is still unknown, n/a where
     the paper publishes no number, and "≈" before a value read off a plot."""
     paper = getattr(row, f"{setting}_paper_mean", float("nan"))
@@ -209,7 +218,7 @@ def _paper_cells(row, with_reference: bool, settings, spread: str) -> list[str]:
     for setting in settings:
         cells.append(_stats_cell(row, f"{setting}_faa", spread))
         if with_reference:
-            cells.append(_paper_cell(row, setting))
+            cells.append(paper_cell(row, setting))
             diff = getattr(row, f"{setting}_diff", float("nan"))
             cells.append(MISSING if _missing(diff) else f"{diff:+.2f}")
     return cells + [MISSING if _missing(row.device_hours) or row.n_seeds == 0 else f"{row.device_hours:.3f}"]
@@ -312,11 +321,7 @@ def write_experiment_table(runs_parquet, rows: list[dict], title: str, out_md, o
     compared over shared seeds, and the cost. The CSV holds the rows (`kind` "run") and the pairs ("paired").
     `paper` keeps the published numbers of that paper only."""
     runs = read_table(runs_parquet, RUNS_SCHEMA)
-    paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv or [])
-    reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
-    if reference is not None and paper is not None:
-        reference = reference[reference.paper == paper]
-    table = experiment_table(runs, rows, reference)
+    table = experiment_table(runs, rows, read_reference(reference_csv, paper))
     pairs_table = paired_table(runs, rows, pairs, settings)
     devices = sorted(block_entries(runs, rows).device.dropna().unique())
     for path, text in ((out_md, experiment_markdown(table, title, settings, spread, pairs_table, devices)),

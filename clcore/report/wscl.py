@@ -12,7 +12,7 @@ import pandas as pd
 from ..collect import read_run
 from ..io import atomic_path
 from .stats import seed_stats
-from .tables import MISSING, format_mean_std
+from .tables import MISSING, format_mean_std, paper_cell, published, read_reference
 
 CAVEAT = ("Code-faithful WSCL, without the NREM plasticity rule (not public): the paper's numbers include it, so a "
           "gap to them is expected.")
@@ -38,11 +38,18 @@ def run_frame(run_dirs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _published(reference: pd.DataFrame | None, metric: str) -> dict:
+def _published_cells(reference: pd.DataFrame | None, metric: str) -> dict:
+    """(benchmark, method, buffer) -> the published class-IL `metric` as the experiment tables print it, with its
+    confidence where it is not high."""
     if reference is None or not len(reference):
         return {}
-    ref = reference[(reference.paper == PAPER) & (reference.metric == metric) & (reference.setting == "class_il")]
-    return {(r.dataset, r.method, int(r.buffer)): (r.mean, r.std, r.confidence) for r in ref.itertuples(index=False)}
+    cells = {}
+    for row in published(reference, metric).itertuples(index=False):
+        confidence = getattr(row, "class_il_paper_confidence", None)
+        shown = not pd.isna(getattr(row, "class_il_paper_mean", float("nan")))
+        cells[(row.benchmark, row.method, int(row.buffer_size))] = (
+            paper_cell(row, "class_il") + (f" ({confidence})" if shown and confidence != "high" else ""))
+    return cells
 
 
 def _cell(values) -> str:
@@ -51,29 +58,21 @@ def _cell(values) -> str:
 
 
 def wscl_table(runs: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (benchmark, run, buffer): mean ± std over seeds of every column, published FAA and forgetting, and the
-    mean frozen blocks after each task."""
-    faa, forgetting = _published(reference, "faa"), _published(reference, "forgetting")
+    """Per (benchmark, run, buffer): mean ± std over seeds of every column, published FAA and forgetting (from
+    `reference`, the WSCL paper's rows), and the mean frozen blocks after each task."""
+    faa, forgetting = _published_cells(reference, "faa"), _published_cells(reference, "forgetting")
     out = []
     for (benchmark, name, buffer), g in runs.groupby(KEYS, sort=False):
         method = g.method.iloc[0]
         depth = pd.DataFrame(g.frozen_blocks.tolist()).mean().tolist() if g.frozen_blocks.map(len).any() else []
-        paper = faa.get((benchmark, method, buffer))
-        paper_forgetting = forgetting.get((benchmark, method, buffer))
+        key = (benchmark, method, buffer)
         out.append({"benchmark": benchmark, "run_name": name, "buffer_size": buffer, "seeds": len(g),
-                    "class_il_faa": _cell(g.class_il_faa), "paper_faa": _paper(paper),
-                    "forgetting": _cell(g.forgetting), "paper_forgetting": _paper(paper_forgetting),
+                    "class_il_faa": _cell(g.class_il_faa), "paper_faa": faa.get(key, MISSING),
+                    "forgetting": _cell(g.forgetting), "paper_forgetting": forgetting.get(key, MISSING),
                     "task_il_faa": _cell(g.task_il_faa),
                     "fwt": _cell(g.fwt) + ("" if g.fwt.isna().all() else f" ({g.fwt_reference.iloc[0]})"),
                     "frozen_blocks_after_task": " → ".join(f"{d:.1f}" for d in depth) or MISSING})
     return pd.DataFrame(out)
-
-
-def _paper(published) -> str:
-    if published is None:
-        return MISSING
-    mean, std, confidence = published
-    return "NA" if pd.isna(mean) else format_mean_std(mean, std) + ("" if confidence == "high" else f" ({confidence})")
 
 
 HEADER = {"run_name": "method", "buffer_size": "buffer", "seeds": "seeds", "class_il_faa": "Class-IL FAA",
@@ -124,9 +123,7 @@ def freezing_figure(runs: pd.DataFrame, title: str, out_png, out_pdf) -> None:
 
 def write_wscl_report(run_dirs, title: str, out_md, out_csv, out_png, out_pdf, reference_csv=()) -> pd.DataFrame:
     runs = run_frame(run_dirs)
-    paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv)
-    reference = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True) if paths else None
-    table = wscl_table(runs, reference)
+    table = wscl_table(runs, read_reference(reference_csv, PAPER))
     with atomic_path(out_md) as tmp:
         tmp.write_text(wscl_markdown(table, title), encoding="utf-8")
     with atomic_path(out_csv) as tmp:
