@@ -36,6 +36,7 @@ include: "rules/collect.smk"
 # the pretrained inputs and extra evaluations of the method families
 include: "rules/ser.smk"
 include: "rules/wscl.smk"
+include: "rules/akr.smk"
 include: "rules/bir.smk"
 
 
@@ -50,6 +51,7 @@ localrules:
     experiment_figure,
     robustness_table,
     wscl_report,
+    akr_report,
 
 
 rule all:
@@ -64,3 +66,4 @@ rule all:
         PIPELINE.robustness_table_targets(TABLES),
         PIPELINE.experiment_figure_targets(FIGURE_DIR),
         WSCL_REPORTS,
+        AKR_REPORTS,

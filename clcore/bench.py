@@ -24,7 +24,8 @@ from .scenarios import Scenario, get_benchmark
 from .train import build_method
 
 EXPECTED_PASSES = {"sgd": 1, "joint": 1, "lwf": 1, "ewc_on": 1, "si": 1, "er": 2, "er_ace": 2, "der": 2, "derpp": 3,
-                   "icarl": 4 / 3, "lwf_mc": 4 / 3}
+                   "icarl": 4 / 3, "lwf_mc": 4 / 3, "icarl_mixup": 4 / 3,
+                   "akr": 2}  # akr: the training step, the teacher on x̃, and both networks' features of x for S
 
 BENCH_SCHEMA = pa.schema(
     [("benchmark", pa.string()), ("method", pa.string()), ("backbone", pa.string()), ("batch_size", pa.int32()),

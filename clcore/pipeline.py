@@ -45,13 +45,14 @@ def scenario_override(exp: dict, method: str) -> dict:
 
 def experiment_blocks(config: dict) -> list[dict]:
     """The config's experiment blocks, then those of its `experiment_files` (YAML files with an `experiments`
-    list), so one config can run several studies (config/embedded/all.yaml)."""
+    list), so one config can run several studies (config/embedded/all.yaml). Blocks with `enabled: false` (those on
+    data a user must obtain by hand, e.g. AKR's ImageNet-subset) are left out."""
     import yaml
 
     blocks = list(config.get("experiments", []))
     for path in config.get("experiment_files", []):
         blocks += (yaml.safe_load(Path(path).read_text()) or {}).get("experiments", [])
-    return blocks
+    return [block for block in blocks if block.get("enabled", True)]
 
 
 def load_config(configfiles=(), base="config/config.yaml", schema="workflow/schemas/config.schema.yaml") -> dict:

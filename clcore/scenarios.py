@@ -130,6 +130,16 @@ BENCHMARKS = {
         n_epochs=90, batch_size=128, lr_milestones=(70, 84), reset_optimizer_each_task=True,
         first_task_classes=50 if kind == "h" else None, class_order="inclearn_order0")
        for kind, n in (("s", 5), ("s", 10), ("s", 20), ("h", 5), ("h", 10), ("h", 25))},
+    # AKR's ImageNet-subset splits (docs/akr.md#paper-blocks; a disabled block, manual data): the same phases on
+    # ILSVRC2012's first 100 classes at 224x224 in LUCIR's class order, the ImageNet ResNet-18 (the paper does not
+    # name its backbone), the schedule of the CIFAR-100 splits. Random-resized crops are not reproduced: flips only.
+    **{f"seq-imagenet-subset-tf{kind}{n}": BenchmarkSpec(
+        f"seq-imagenet-subset-tf{kind}{n}", "imagenet-subset-akr@224x224", n + (kind == "h"),
+        (100 if kind == "s" else 50) // n, "resnet18", {"nf": 64, "stem": "imagenet"}, hflip=True,
+        mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=90, batch_size=128,
+        lr_milestones=(70, 84), reset_optimizer_each_task=True, first_task_classes=50 if kind == "h" else None,
+        class_order="lucir_1993")
+       for kind, n in (("s", 5), ("s", 10), ("s", 20), ("h", 5), ("h", 10), ("h", 25))},
     # BI-R protocols (docs/protocol.md#bi-r-protocols, [BIR] data/available.py): split MNIST 5x2 in [0, 1];
     # split CIFAR-100 10x10 with BI-R's CIFAR-100 constants. The BI-R methods never augment and use their own
     # class order.
@@ -152,6 +162,15 @@ BENCHMARKS = {
     "seq-shapes-wscl": BenchmarkSpec("seq-shapes-wscl", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4,
                                      hflip=True, n_epochs=3, batch_size=32, lr_milestones=(2,), channels_last=True,
                                      class_il_rows="all"),
+    # AKR's embedded protocol (docs/akr.md#embedded-study) [OURS]: the CIFAR ResNet family at small sizes (ResNet-8,
+    # n 1 nf 8 on the 8x8 digits; ResNet-14, n 2 nf 8 on shapes), the optimiser rebuilt every phase as inclearn does,
+    # milestones at about 3/4 and 9/10 of the epochs (90 epochs, 70/84 in the paper); no flips (digits and several
+    # shapes are not mirror-symmetric classes), so the class means are not flip-averaged either.
+    "seq-digits-akr": BenchmarkSpec("seq-digits-akr", "digits", 5, 2, "resnet32", {"nf": 8, "n": 1}, crop_padding=1,
+                                    n_epochs=30, batch_size=32, lr_milestones=(23, 28), reset_optimizer_each_task=True),
+    "seq-shapes-akr": BenchmarkSpec("seq-shapes-akr", "shapes", 5, 2, "resnet32", {"nf": 8, "n": 2}, crop_padding=4,
+                                    n_epochs=12, batch_size=64, lr_milestones=(9, 11), channels_last=True,
+                                    reset_optimizer_each_task=True),
     # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
     # (docs/datasets.md#spurious-class-signatures; our stand-in for SER's unpublished signature protocol).
     "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},

@@ -194,6 +194,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
         "peak_host_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "summary": summary,
+        **model.run_info(rows),
     }
     write_json(out_dir / "run.json", info)
     ckpt_path.unlink(missing_ok=True)

@@ -224,6 +224,10 @@ def test_class_lists_match_the_published_lists():
     fg, mini, aux = (set(imagefolders.read_classlist(n)) for n in expected)
     assert len(fg) == len(mini) == len(aux) == 100
     assert not fg & aux and len(mini & aux) == 11  # AUX is disjoint from FG (docs/datasets.md#class-lists)
+    akr = imagefolders.read_classlist("imagenet_subset_akr.txt")  # ILSVRC2012's first 100 WNIDs, sorted
+    assert hashlib.sha256((imagefolders.CLASSLISTS / "imagenet_subset_akr.txt").read_bytes()).hexdigest() == \
+        "b332dbd149be58bd06982a583959d80f93d796938a70c0db0146a9e4fc9d661f"
+    assert akr == sorted(set(akr)) and len(akr) == 100 and (akr[0], akr[-1]) == ("n01440764", "n01855672")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -59,10 +59,11 @@ def test_default_dag_dry_run(tmp_path):
     counts = job_counts(out.stdout)
     # each family's headline comparison, 3 seeds: baselines 4 methods x 2 benchmarks (24), SER 4 methods on
     # seq-shapes-ser (12), WSCL 2 methods on seq-shapes-wscl (6), BI-R 3 methods on seq-digits and 2 on seq-shapes
-    # (15); figures: 3 per benchmark, 2 per block and SER's saliency figure; WSCL's report of its block
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 6 + 15, "collect": 1, "tables": 1,
-                      "figures": 12, "experiment_table": 6, "experiment_figure": 2 * 6 + 1, "pretrain_saliency": 1,
-                      "pseudo_saliency": 1, "pretrain_bir_conv": 1, "wscl_report": 1}
+    # (15), AKR 3 methods on seq-digits-akr (9); figures: 3 per benchmark, 2 per block and SER's saliency figure;
+    # the WSCL and AKR reports of their blocks
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 6 + 15 + 9, "collect": 1, "tables": 1,
+                      "figures": 15, "experiment_table": 7, "experiment_figure": 2 * 7 + 1, "pretrain_saliency": 1,
+                      "pseudo_saliency": 1, "pretrain_bir_conv": 1, "wscl_report": 1, "akr_report": 1}
 
 
 def test_every_embedded_study_builds_its_dag(tmp_path):
@@ -70,8 +71,8 @@ def test_every_embedded_study_builds_its_dag(tmp_path):
     wd = workdir(tmp_path)
     trains = {name: job_counts(snakemake(wd, "-n", "-F", "--quiet", "rules", "--configfile",
                                          f"config/embedded/{name}.yaml").stdout)["train"]
-              for name in ("baselines", "ser", "wscl", "bir", "all")}
-    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "bir": 134, "all": 299}
+              for name in ("baselines", "ser", "wscl", "akr", "bir", "all")}
+    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "akr": 24, "bir": 134, "all": 323}
 
 
 def small_config(**experiment):
@@ -179,6 +180,9 @@ def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     runs = {(b, m, buf, s) for b, m, _, buf, s in found}  # a block's overrides add -h<hash> to the method's runs
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["experiments"]
     for exp in paper:  # every experiment's (benchmark, method, buffer, seed) is a training job
+        if not exp.get("enabled", True):  # AKR's ImageNet-subset blocks wait for data prepared by hand
+            assert not any(b in {r[0] for r in runs} for b in exp["benchmarks"]), exp["id"]
+            continue
         suffix = "-task" if exp.get("scenario") == "task" else ""
         expected = {(b, m + suffix, str(buf), str(s)) for b in exp["benchmarks"] for m in exp["methods"]
                     for buf in (exp["buffers"] if get_method(m)[0].uses_buffer else [0]) for s in exp["seeds"]}
@@ -193,9 +197,12 @@ def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     # WSCL, 5 seeds: Table 2 on 3 benchmarks x (6 methods x 2 buffers + 2 buffer-free), of which seq-cifar10's
     # baselines train at 10 epochs (their own runs), Table 3 4 new ablations each; the README block 3 x 2 x 2
     wscl = 5 * 3 * (6 * 2 + 2) + 5 * 3 * 4 + 3 * 2 * 2
-    assert job_counts(out.stdout)["train"] == len(found) == der + online + ser + bir + wscl
+    # AKR, 3 seeds on the six CIFAR-100 splits: Base, Mixup, AKR, and the iCaRL row under its own schedule
+    akr = 3 * 6 * (3 + 1)
+    assert job_counts(out.stdout)["train"] == len(found) == der + online + ser + bir + wscl + akr
     assert job_counts(out.stdout)["pretrain_bir_conv"] == 1  # the conv layers on CIFAR-10, shared by every seed
     assert job_counts(out.stdout)["wscl_report"] == 5
+    assert job_counts(out.stdout)["akr_report"] == 2  # the iCaRL-row block has its own report
     assert job_counts(out.stdout)["fetch_dataset"] == 4  # mnist, cifar10, cifar100, tinyimagenet: once each
     assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG
 

@@ -57,12 +57,22 @@ def pool(h: torch.Tensor, kind: str = "global") -> torch.Tensor:
 class ResNet18(nn.Module):
     N_TAPS = 5  # the stem and layer1..layer4: where SER reads and modulates activations
 
-    def __init__(self, in_shape, n_classes: int, nf: int = 64, blocks=(2, 2, 2, 2), pool: str = "global"):
+    def __init__(self, in_shape, n_classes: int, nf: int = 64, blocks=(2, 2, 2, 2), pool: str = "global",
+                 stem: str = "cifar"):
         super().__init__()
         if pool not in ("global", "legacy_square"):
             raise ValueError(f"pool must be 'global' or 'legacy_square', not {pool!r}")
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', not {stem!r}")
         self.pool = pool
-        self.conv1, self.bn1 = conv3x3(in_shape[0], nf), nn.BatchNorm2d(nf)
+        # cifar: Mammoth's 3x3 stride-1 stem; imagenet: torchvision's 7x7 stride-2 conv and 3x3 stride-2 max-pool
+        # (AKR's ImageNet-subset block, docs/akr.md#paper-blocks)
+        if stem == "cifar":
+            self.conv1, self.stem_pool = conv3x3(in_shape[0], nf), nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_shape[0], nf, 7, stride=2, padding=3, bias=False)
+            self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(nf)
         widths, strides, cin = [nf, 2 * nf, 4 * nf, 8 * nf], [1, 2, 2, 2], nf
         for k, (width, stride, n) in enumerate(zip(widths, strides, blocks), start=1):
             layer = []
@@ -75,7 +85,7 @@ class ResNet18(nn.Module):
 
     def stages(self, x) -> list[torch.Tensor]:
         """Outputs of the stem and of layer1..layer4."""
-        out = [F.relu(self.bn1(self.conv1(x)))]
+        out = [self.stem_pool(F.relu(self.bn1(self.conv1(x))))]
         for k in range(1, 5):
             out.append(getattr(self, f"layer{k}")(out[-1]))
         return out
@@ -85,7 +95,7 @@ class ResNet18(nn.Module):
         add), and the pooled features. `modulate(i, P_i)`, if given, replaces ReLU(P_i) as the input of
         the next stage (SER)."""
         taps = [self.bn1(self.conv1(x))]
-        h = modulate(0, taps[0]) if modulate else F.relu(taps[0])
+        h = self.stem_pool(modulate(0, taps[0]) if modulate else F.relu(taps[0]))
         for k in range(1, 5):
             *head, last = getattr(self, f"layer{k}")
             for block in head:

@@ -98,6 +98,11 @@ IMAGENET_SUBSETS = {
     "aux-imagenet100": ImageNetSubset("aux_imagenet100.txt", {(256, 256): "bilinear", (32, 32): "bilinear"}, False,
                                       "WSCL dreams (FG-ImageNet at 256x256, CIFAR-100 at 32x32)",
                                       "WSCL imagenet100_aux.yml"),
+    # AKR's ImageNet-subset [UNVERIFIED for AKR]: the subset of LUCIR and inclearn (`imagenet_split/{train,val}_100.txt`),
+    # ILSVRC2012's first 100 WNIDs in sorted order; presented in the lucir_1993 class order
+    "imagenet-subset-akr": ImageNetSubset("imagenet_subset_akr.txt", {(224, 224): "bilinear"}, False,
+                                          "AKR's ImageNet-subset block (disabled: manual data)",
+                                          "inclearn imagenet_split/val_100.txt (labels 0-99)"),
 }
 _IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 

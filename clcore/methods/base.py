@@ -119,6 +119,21 @@ class ContinualMethod(nn.Module):
     def end_task(self, task) -> None:
         pass
 
+    def begin_epoch(self, epoch: int, task) -> None:
+        """Before each epoch of the default task loop: the learning rate of the protocol's step schedule."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.epoch_lr(epoch)
+
+    def end_epoch(self, epoch: int) -> list[dict]:
+        """After each epoch of the default task loop: metric rows the method logs per epoch (AKR: its mixing
+        weights)."""
+        return []
+
+    def run_info(self, rows: list[dict]) -> dict:
+        """Entries the method adds to run.json, from the run's metric rows (AKR: its reconstruction version and
+        the collapse flag of its mixing weights)."""
+        return {}
+
     def look_ahead(self, scenario, next_task: int) -> None:
         """Called after a task ends, before the evaluation whose row probes task `next_task` (FWT). WSCL
         assigns that task's output heads here; other methods do nothing."""
@@ -143,8 +158,7 @@ class ContinualMethod(nn.Module):
         log, rows = LossLog(task.index, self.device), []
         n, bs = task.x.shape[0], self.hp.batch_size
         for epoch in range(self.hp.n_epochs):
-            for group in self.opt.param_groups:
-                group["lr"] = self.epoch_lr(epoch)
+            self.begin_epoch(epoch, task)
             start_steps = log.steps
             perm = torch.randperm(n, generator=self.generator, device=self.device)
             for start in range(0, n, bs):
@@ -152,7 +166,7 @@ class ContinualMethod(nn.Module):
                 x_raw, y = task.x[idx], task.y[idx]
                 extras = {name: values[idx] for name, values in task.fields.items()}
                 log.add(self.observe(self.transform.train(x_raw, self.generator), y, x_raw, **extras))
-            rows += log.flush(epoch, log.steps - start_steps)
+            rows += log.flush(epoch, log.steps - start_steps) + self.end_epoch(epoch)
             if on_epoch:
                 on_epoch(epoch)
         return rows

@@ -176,6 +176,16 @@ def paired_table(runs: pd.DataFrame, rows: list[dict], pairs, settings=tuple(PAP
     return pd.DataFrame(out, columns=columns)
 
 
+def benchmark_sections(table: pd.DataFrame, header: dict) -> list[str]:
+    """Markdown lines of one table per benchmark (`## <benchmark>`), the columns `header` maps to their titles."""
+    lines = []
+    for benchmark, rows in table.groupby("benchmark", sort=False):
+        lines += [f"## {benchmark}", "", "| " + " | ".join(header.values()) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(getattr(r, k)) for k in header) + " |" for r in rows.itertuples(index=False)]
+        lines.append("")
+    return lines
+
+
 def read_reference(reference_csv, paper: str | None = None) -> pd.DataFrame | None:
     """The published numbers of config/reference/*.csv (one path or several; None without any), those of `paper`
     only when it is given."""

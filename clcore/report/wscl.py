@@ -12,7 +12,7 @@ import pandas as pd
 from ..collect import read_run
 from ..io import atomic_path
 from .stats import seed_stats
-from .tables import MISSING, format_mean_std, paper_cell, published, read_reference
+from .tables import MISSING, benchmark_sections, format_mean_std, paper_cell, published, read_reference
 
 CAVEAT = ("Code-faithful WSCL, without the NREM plasticity rule (not public): the paper's numbers include it, so a "
           "gap to them is expected.")
@@ -86,10 +86,7 @@ def wscl_markdown(table: pd.DataFrame, title: str) -> str:
              "probe minus the untrained network read through the identity or the run's final head map; frozen "
              "blocks = mean over seeds of the freezing candidates frozen after each task. Paper: published values "
              "(config/reference/wscl.csv), NA = not transcribed.", ""]
-    for benchmark, rows in table.groupby("benchmark", sort=False):
-        lines += [f"## {benchmark}", "", "| " + " | ".join(HEADER.values()) + " |", "|" + "---|" * len(HEADER)]
-        lines += ["| " + " | ".join(str(getattr(r, k)) for k in HEADER) + " |" for r in rows.itertuples(index=False)]
-        lines.append("")
+    lines += benchmark_sections(table, HEADER)
     return "\n".join(lines + [f"FWT: {FOOTNOTE}", ""])
 
 

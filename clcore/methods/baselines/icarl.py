@@ -4,7 +4,12 @@ nearest-mean-of-exemplars classifier, score_c = −‖μ_c − φ(x)‖².
 
 `nmc`: `legacy` (upstream: unnormalised features, class means accumulated batch by batch as
 m ← (m + batch_mean)/2), `exact` (true means), `current` (current Mammoth: L2-normalised features,
-exemplars plus their horizontal flips, renormalised means, herding on normalised features).
+exemplars plus their horizontal flips where the benchmark flips, renormalised means, herding on normalised
+features).
+
+Besides the accuracy matrix (from `predict`: NME once exemplars exist), every evaluation logs the per-image
+accuracy on the test images of all seen classes with both classifiers, `accuracy_seen/nme` and `accuracy_seen/cnn`
+(the head's arg-max over the seen classes): inclearn's and AKR's metric (docs/akr.md#metrics).
 """
 
 import math
@@ -15,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ...buffers import ClassBalancedBuffer, HerdingVariant, Selection
+from ...results import RANDOM_INIT_ROW, metric_rows
+from ...scenarios import ClassOrder
 from .. import register
 from .lwf import LwFMC, LwFMCHparams
 
@@ -29,6 +36,9 @@ class ICaRLHparams(LwFMCHparams):
     # exemplars per class: shrinking = K // seen classes (iCaRL, Mammoth, inclearn); fixed = K // all classes
     # (the LUCIR / TFH convention); docs/baselines.md#herding-variants
     memory_policy: Literal["shrinking", "fixed"] = "shrinking"
+    # None: the benchmark's order (AKR's CIFAR-100 splits: inclearn_order0; lucir_1993 is the order of the other
+    # methods of AKR's figure, docs/akr.md#paper-blocks)
+    class_order: ClassOrder | None = None
 
 
 def running_mean(features: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -93,7 +103,8 @@ class ICaRL(LwFMC):
         for c in self.buffer.y.unique().tolist():
             x = self.buffer.x[self.buffer.y == c]
             if self.hp.nmc == "current":
-                mean = torch.cat([self.features(x), self.features(x.flip(3))]).mean(0)
+                views = [x, x.flip(3)] if self.transform.hflip else [x]
+                mean = torch.cat([self.features(v) for v in views]).mean(0)
                 means[c] = F.normalize(mean, dim=0)
             elif self.hp.nmc == "exact":
                 means[c] = self.features(x).mean(0)
@@ -112,3 +123,20 @@ class ICaRL(LwFMC):
             feats = F.normalize(feats, dim=1)
         scores = -((feats[:, None, :] - self.class_means[None]) ** 2).sum(-1)
         return scores.nan_to_num(nan=float("-inf"))
+
+    @torch.no_grad()
+    def evaluation_rows(self, scenario, after_task: int) -> list[dict]:
+        """Per-image accuracy (%) on the test images of the seen classes, NME and CNN (eval_task −1: pooled)."""
+        if after_task == RANDOM_INIT_ROW:
+            return []
+        seen_classes = scenario.class_task <= after_task
+        rows_seen = seen_classes[scenario.test_y]
+        x, y = scenario.test_x[rows_seen], scenario.test_y[rows_seen]
+        correct = {"nme": 0, "cnn": 0}
+        for start in range(0, x.shape[0], 1024):
+            batch, labels = scenario.transform.test(x[start:start + 1024]), y[start:start + 1024]
+            for name, scores in (("nme", self.predict(batch)), ("cnn", self.net(batch))):
+                scores = scores.masked_fill(~seen_classes[None], float("-inf"))
+                correct[name] += int((scores.argmax(1) == labels).sum())
+        return [metric_rows(f"accuracy_seen/{name}", 100 * c / max(y.shape[0], 1), after_task=after_task, eval_task=-1)
+                for name, c in correct.items()]

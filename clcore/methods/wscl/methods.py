@@ -265,7 +265,7 @@ class WSCL(ContinualMethod):
             if hp.freezing and t > 0 and epoch == 0:
                 rows += self._freezing_search(batches, val_set, t)
             else:
-                self._set_lr(self.base, epoch)
+                self.base.begin_epoch(epoch, task)
                 for x, y, x_raw in batches:
                     log.add(self.base.observe(x, y, x_raw))
                 rows += log.flush(epoch, log.steps - start_steps)
@@ -286,10 +286,6 @@ class WSCL(ContinualMethod):
             idx = perm[start:start + self.hp.batch_size]
             x_raw = data.images(idx)
             yield self.transform.train(x_raw, g), data.heads[idx], x_raw
-
-    def _set_lr(self, method, epoch: int) -> None:
-        for group in method.opt.param_groups:
-            group["lr"] = method.epoch_lr(epoch)
 
     @torch.no_grad()
     def _dream_accuracy(self, data: "TrainingSet", at_most: int = 2048) -> float:
@@ -313,7 +309,7 @@ class WSCL(ContinualMethod):
             freeze_up_to(copy_k.net, block)
         logs = [LossLog(t, self.device) for _ in copies]
         for copy_k in copies:
-            self._set_lr(copy_k, 0)
+            copy_k.begin_epoch(0, None)
         for x, y, x_raw in batches:
             for copy_k, log in zip(copies, logs):
                 log.add(copy_k.observe(x, y, x_raw))
