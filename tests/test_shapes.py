@@ -232,7 +232,7 @@ def test_train_index_helper_matches_split(tiny):
     assert np.array_equal(obj, tiny[0]["train"]["object"]) and np.array_equal(ses, tiny[0]["train"]["session"])
 
 
-@pytest.mark.parametrize("n_batches,per_batch", [(79, 5), (196, 2), (391, 1)])
+@pytest.mark.parametrize("n_batches,per_batch", [(40, 10), (79, 5), (196, 2), (391, 1)])
 def test_nic_batches(n_batches, per_batch):
     obj, ses = train_index()
     batches = nic_batches(obj, ses, n_batches, run=0)
@@ -255,6 +255,42 @@ def test_nic_runs_differ_and_are_reproducible():
     assert all(np.array_equal(p, q) for p, q in zip(a0, b0))
     assert np.array_equal(a0[0], a1[0])
     assert any(not np.array_equal(p, q) for p, q in zip(a0[1:], a1[1:]))
+
+
+def first_appearances(batches, obj):
+    """The position (in the stream of videos after batch 0) where each object first appears."""
+    seen, position = {}, 0
+    for batch in batches[1:]:
+        for o in dict.fromkeys(obj[batch].tolist()):  # a batch's videos in stream order
+            seen.setdefault(o, position)
+            position += 1
+    return seen
+
+
+def test_nic_intro_spread_and_chronological_sessions():
+    obj, ses = train_index()
+    batches = nic_batches(obj, ses, 391, run=0, intro_spread=0.8, session_order="chronological")
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(len(obj)))  # every video exactly once
+    first = first_appearances(batches, obj)
+    new_objects = set(range(50)) - {5 * c for c in range(10)}
+    last_new = max(first[o] for o in new_objects)
+    assert set(first) >= new_objects and 195 < last_new < 312  # before ⌊0.8 · 390⌋, and late as in CORe50's streams
+    stream = [(int(ses[b[0]]), int(obj[b[0]])) for b in batches[1:]]  # one video per batch
+    for o in range(50):  # each object's sessions increase along the stream
+        sessions = [s for s, oo in stream if oo == o]
+        assert sessions == sorted(sessions)
+    again = nic_batches(obj, ses, 391, run=0, intro_spread=0.8, session_order="chronological")
+    assert all(np.array_equal(p, q) for p, q in zip(batches, again))
+    free = nic_batches(obj, ses, 391, run=0)  # a uniform order introduces every object in the first half
+    assert max(first_appearances(free, obj)[o] for o in new_objects) < 195
+
+
+def test_nic_shuffled_frames_keep_each_batch():
+    obj, ses = train_index()
+    plain = nic_batches(obj, ses, 40, run=3)
+    shuffled = nic_batches(obj, ses, 40, run=3, shuffle_frames=True)
+    assert all(np.array_equal(np.sort(p), np.sort(q)) for p, q in zip(plain, shuffled))
+    assert any(not np.array_equal(p, q) for p, q in zip(plain, shuffled))
 
 
 def test_nic_rejects_other_counts():

@@ -11,9 +11,10 @@ from torch import nn
 
 from ..errors import lookup
 from .mlp import MLP
+from .mobilenet import MobileNetV1
 from .resnet import ResNet18, ResNet32
 
-BACKBONES = {"mlp": MLP, "resnet18": ResNet18, "resnet32": ResNet32}
+BACKBONES = {"mlp": MLP, "resnet18": ResNet18, "resnet32": ResNet32, "mobilenet_v1": MobileNetV1}
 
 
 def build_backbone(name: str, in_shape: tuple[int, int, int], n_classes: int, **options):

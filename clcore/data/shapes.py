@@ -681,21 +681,31 @@ def paste_signature(x: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# NIC scenario (shapes-nic-{79,196,391})
+# NIC scenario (shapes-nic-{40,79,196,391})
 
-NIC_GROUP = {79: 5, 196: 2, 391: 1}
+NIC_GROUP = {40: 10, 79: 5, 196: 2, 391: 1}
 
 
-def nic_batches(train_object: np.ndarray, train_session: np.ndarray, n_batches: int, run: int) -> list[np.ndarray]:
+def nic_batches(train_object: np.ndarray, train_session: np.ndarray, n_batches: int, run: int,
+                intro_spread: float | None = None, session_order: str = "free",
+                shuffle_frames: bool = False) -> list[np.ndarray]:
     """Row indices (int32) into `train` for each batch of shapes-nic-{n_batches}, run `run`.
 
     Batch 0: instance 0 of every category from session 1 (10 videos). The other videos, in canonical
-    (session, object) order, are permuted with numpy.random.default_rng(run) and grouped 5, 2 or 1 per
-    batch, giving 79, 196 or 391 batches for the 400 training videos. Within a batch, videos follow the
+    (session, object) order, are permuted with numpy.random.default_rng(run) and grouped 10, 5, 2 or 1 per
+    batch, giving 40, 79, 196 or 391 batches for the 400 training videos. Within a batch, videos follow the
     permutation and each video's rows keep their split order.
+
+    AR1*'s options (docs/datasets.md#nic-streams): `intro_spread` f places the first video of each of the 40
+    objects absent from batch 0 at distinct uniform positions before ⌊f·390⌋ and fills the other positions with
+    videos of objects already introduced; `session_order: chronological` re-sorts each object's videos by session
+    over the positions it holds (CORe50 NICv2-79's property); `shuffle_frames` shuffles the rows of every batch.
+    All draws come from the same generator.
     """
     if n_batches not in NIC_GROUP:
-        raise ValueError(f"shapes-nic supports 79, 196 or 391 batches, got {n_batches}")
+        raise ValueError(f"shapes-nic supports {sorted(NIC_GROUP)} batches, got {n_batches}")
+    if session_order not in ("free", "chronological"):
+        raise ValueError(f"session_order must be 'free' or 'chronological', not {session_order!r}")
     group = NIC_GROUP[n_batches]
     obj = np.asarray(train_object).astype(np.int64).reshape(-1)
     ses = np.asarray(train_session).astype(np.int64).reshape(-1)
@@ -709,12 +719,61 @@ def nic_batches(train_object: np.ndarray, train_session: np.ndarray, n_batches: 
     first_session = min(TRAIN_SESSIONS)
     is_first = (video_ses == first_session) & (video_obj % N_INSTANCES == 0)
     batch0 = [rows[i] for i in np.flatnonzero(is_first)]
-    rest = [rows[i] for i in np.flatnonzero(~is_first)]
-    if len(batch0) != len(MAIN_CATEGORIES) or len(rest) != group * (n_batches - 1):
+    rest_videos = np.flatnonzero(~is_first)
+    if len(batch0) != len(MAIN_CATEGORIES) or len(rest_videos) != group * (n_batches - 1):
         raise ValueError(f"shapes-nic-{n_batches} needs 10 first-batch videos and {group * (n_batches - 1)} others, "
-                         f"got {len(batch0)} and {len(rest)}")
-    perm = np.random.default_rng(run).permutation(len(rest))
+                         f"got {len(batch0)} and {len(rest_videos)}")
+    rng = np.random.default_rng(run)
+    if intro_spread is None:
+        sequence = rest_videos[rng.permutation(len(rest_videos))]
+    else:
+        sequence = _spread_introductions(rest_videos, video_obj, set(video_obj[is_first].tolist()), intro_spread, rng)
+    if session_order == "chronological":
+        sequence = _chronological(sequence, video_obj, video_ses)
     out = [np.concatenate(batch0).astype(np.int32)]
-    for b in range(0, len(rest), group):
-        out.append(np.concatenate([rest[i] for i in perm[b:b + group]]).astype(np.int32))
+    for b in range(0, len(sequence), group):
+        out.append(np.concatenate([rows[v] for v in sequence[b:b + group]]).astype(np.int32))
+    if shuffle_frames:
+        out = [batch[rng.permutation(len(batch))] for batch in out]
+    return out
+
+
+def _spread_introductions(videos: np.ndarray, video_obj: np.ndarray, known: set, spread: float, rng,
+                          tries: int = 100) -> np.ndarray:
+    """An order of `videos` in which each object not in `known` first appears at one of distinct uniform positions
+    below ⌊spread·len⌋ (assigned at random), every other position holding a uniformly drawn remaining video of an
+    object introduced before it; redrawn from scratch when a position has no candidate."""
+    n = len(videos)
+    new_objects = sorted(set(video_obj[videos].tolist()) - known)
+    limit = int(spread * n)
+    if not 0 < len(new_objects) <= limit:
+        raise ValueError(f"intro_spread {spread} leaves {limit} positions for {len(new_objects)} new objects")
+    for _ in range(tries):
+        positions = rng.choice(limit, size=len(new_objects), replace=False)
+        introduced_at = dict(zip(rng.permutation(new_objects).tolist(), positions.tolist()))
+        sequence = np.full(n, -1)
+        pool = list(videos.tolist())
+        for o, position in introduced_at.items():
+            own = [v for v in pool if video_obj[v] == o]
+            sequence[position] = own[rng.integers(len(own))]
+            pool.remove(sequence[position])
+        for position in range(n):
+            if sequence[position] >= 0:
+                continue
+            candidates = [v for v in pool if video_obj[v] in known or introduced_at.get(video_obj[v], n) < position]
+            if not candidates:
+                break
+            sequence[position] = candidates[rng.integers(len(candidates))]
+            pool.remove(sequence[position])
+        else:
+            return sequence
+    raise ValueError(f"no stream with intro_spread {spread} found in {tries} draws")
+
+
+def _chronological(sequence: np.ndarray, video_obj: np.ndarray, video_ses: np.ndarray) -> np.ndarray:
+    """Each object's videos re-sorted by session over the positions the object holds."""
+    out = sequence.copy()
+    for o in np.unique(video_obj[sequence]):
+        held = np.flatnonzero(video_obj[sequence] == o)
+        out[held] = sorted(sequence[held].tolist(), key=lambda v: video_ses[v])
     return out

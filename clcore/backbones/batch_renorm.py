@@ -1,0 +1,69 @@
+"""Batch renormalisation (Ioffe 2017) as AR1*'s reference code implements it (docs/protocol.md#batch-renormalisation).
+
+Per channel, in train mode, with the batch mean μ_B and σ_B = sqrt(var_B + ε) (biased variance):
+
+    r = clip(σ_B / σ_run, 1/r_max, r_max),  d = clip((μ_B − μ_run) / σ_run, −d_max, d_max)   (no gradient)
+    y = γ ((x − μ_B) / σ_B · r + d) + β,    μ_run ← μ_run + m (μ_B − μ_run),  σ_run ← σ_run + m (σ_B − σ_run)
+
+and in eval mode y = γ (x − μ_run) / σ_run + β, without ε. r_max = 1 and d_max = 0 give plain batch norm. After
+every train-mode forward, while below its cap, each of r_max and d_max grows by `inc_step` times the batch size (it
+may overshoot its cap by one step). `switch` sets the momentum and both limits at once and stops the ramp (AR1*'s
+switch after its first batch). Every quantity is a buffer, so `state_dict` carries the ramp's progress.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BatchRenorm2d(nn.Module):
+    def __init__(self, channels: int, momentum: float = 0.01, eps: float = 1e-5, r_max_cap: float = 1.25,
+                 d_max_cap: float = 0.5, inc_step: float = 0.0):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_std", torch.ones(channels))
+        for name, value in (("momentum", momentum), ("r_max", 1.0), ("d_max", 0.0), ("r_max_cap", r_max_cap),
+                            ("d_max_cap", d_max_cap), ("inc_step", inc_step)):
+            self.register_buffer(name, torch.tensor(float(value), dtype=torch.float64))
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, **options) -> "BatchRenorm2d":
+        """γ, β, μ_run and σ_run = sqrt(running_var) (no ε) of a trained batch norm."""
+        brn = cls(bn.num_features, eps=bn.eps, **options)
+        with torch.no_grad():
+            brn.weight.copy_(bn.weight)
+            brn.bias.copy_(bn.bias)
+            brn.running_mean.copy_(bn.running_mean)
+            brn.running_std.copy_(bn.running_var.sqrt())
+        return brn
+
+    def switch(self, momentum: float, r_max: float, d_max: float) -> None:
+        """New momentum and limits, which become the caps: the ramp stops."""
+        for name, value in (("momentum", momentum), ("r_max", r_max), ("d_max", d_max), ("r_max_cap", r_max),
+                            ("d_max_cap", d_max), ("inc_step", 0.0)):
+            getattr(self, name).fill_(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        if not self.training:
+            return (x - self.running_mean.view(shape)) / self.running_std.view(shape) * self.weight.view(shape) \
+                + self.bias.view(shape)
+        dims = (0, 2, 3)
+        mean = x.mean(dims)
+        std = (x.var(dims, unbiased=False) + self.eps).sqrt()
+        with torch.no_grad():
+            r_max, d_max = self.r_max.to(x.dtype), self.d_max.to(x.dtype)
+            r = (std / self.running_std).clamp(1 / r_max, r_max)
+            d = ((mean - self.running_mean) / self.running_std).clamp(-d_max, d_max)
+            m = self.momentum.to(x.dtype)
+            self.running_mean += m * (mean - self.running_mean)
+            self.running_std += m * (std - self.running_std)
+            step = self.inc_step * x.shape[0]
+            self.r_max += torch.where(self.r_max < self.r_max_cap, step, 0.0)
+            self.d_max += torch.where(self.d_max < self.d_max_cap, step, 0.0)
+        x_hat = (x - mean.view(shape)) / std.view(shape) * r.view(shape) + d.view(shape)
+        return x_hat * self.weight.view(shape) + self.bias.view(shape)
