@@ -100,16 +100,21 @@ class ICaRL(LwFMC):
 
     def compute_class_means(self) -> torch.Tensor:
         means = torch.full((self.ctx.n_classes, self.net.feature_dim), float("nan"), device=self.device)
-        for c in self.buffer.y.unique().tolist():
-            x = self.buffer.x[self.buffer.y == c]
-            if self.hp.nmc == "current":
-                views = [x, x.flip(3)] if self.transform.hflip else [x]
-                mean = torch.cat([self.features(v) for v in views]).mean(0)
-                means[c] = F.normalize(mean, dim=0)
-            elif self.hp.nmc == "exact":
-                means[c] = self.features(x).mean(0)
-            else:
-                means[c] = running_mean(self.features(x), self.hp.batch_size)
+        if self.hp.nmc == "legacy":  # class by class, in upstream's batches
+            for c in self.buffer.y.unique().tolist():
+                means[c] = running_mean(self.features(self.buffer.x[self.buffer.y == c]), self.hp.batch_size)
+            return means
+        # one pass over the memory (and its flips): the per-class means of its features
+        views = [self.buffer.x, self.buffer.x.flip(3)] if self.hp.nmc == "current" and self.transform.hflip \
+            else [self.buffer.x]
+        feats = torch.cat([self.features(v) for v in views])
+        labels = self.buffer.y.repeat(len(views))
+        sums = torch.zeros_like(means).index_add_(0, labels, feats)
+        counts = torch.bincount(labels, minlength=self.ctx.n_classes)
+        seen = counts > 0
+        means[seen] = sums[seen] / counts[seen, None]
+        if self.hp.nmc == "current":
+            means[seen] = F.normalize(means[seen], dim=1)
         return means
 
     @torch.no_grad()
