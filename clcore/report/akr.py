@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..collect import read_run
 from ..io import atomic_path
-from .stats import paired, seed_stats
-from .tables import MISSING, benchmark_sections, format_mean_std, paper_cell, published, read_reference
+from .stats import paired
+from .tables import MISSING, benchmark_sections, paper_cell, published, read_reference, seed_cell
 
 PAPER = "lee2023akr"  # the paper column of config/reference/akr.csv
 CAVEAT = ("AKR's official code is not public: its attention module and the way it enters the loss are our "
@@ -56,11 +56,6 @@ def run_frame(run_dirs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cell(values) -> str:
-    s = seed_stats(values)
-    return format_mean_std(s.mean, s.std) if s.n else MISSING
-
-
 def _published_aia(reference: pd.DataFrame | None) -> dict:
     if reference is None or not len(reference):
         return {}
@@ -81,9 +76,9 @@ def akr_table(runs: pd.DataFrame, reference: pd.DataFrame | None = None, referen
         shown.add(key)
         attentive = g.a_minus_lambda_std.notna().any()
         out.append({"benchmark": benchmark, "run_name": name, "buffer_size": buffer, "seeds": len(g),
-                    "aia_nme": _cell(g.aia_nme), "paper_aia": paper.get(key, MISSING),
-                    "aia_cnn": _cell(g.aia_cnn), "last_nme": _cell(g.last_nme),
-                    "class_il_faa": _cell(g.class_il_faa),
+                    "aia_nme": seed_cell(g.aia_nme), "paper_aia": paper.get(key, MISSING),
+                    "aia_cnn": seed_cell(g.aia_cnn), "last_nme": seed_cell(g.last_nme),
+                    "class_il_faa": seed_cell(g.class_il_faa),
                     "a_minus_lambda_std": f"{g.a_minus_lambda_std.mean():.4f}" if attentive else MISSING,
                     "collapsed": f"{int(g.collapsed.fillna(False).sum())}/{len(g)}" if attentive else MISSING})
     benchmarks = set(runs.benchmark)

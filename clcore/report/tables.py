@@ -176,6 +176,12 @@ def paired_table(runs: pd.DataFrame, rows: list[dict], pairs, settings=tuple(PAP
     return pd.DataFrame(out, columns=columns)
 
 
+def seed_cell(values) -> str:
+    """Mean ± std over seeds of the finite `values`; `MISSING` without any."""
+    s = seed_stats(values)
+    return format_mean_std(s.mean, s.std) if s.n else MISSING
+
+
 def benchmark_sections(table: pd.DataFrame, header: dict) -> list[str]:
     """Markdown lines of one table per benchmark (`## <benchmark>`), the columns `header` maps to their titles."""
     lines = []

@@ -11,8 +11,7 @@ import pandas as pd
 
 from ..collect import read_run
 from ..io import atomic_path
-from .stats import seed_stats
-from .tables import MISSING, benchmark_sections, format_mean_std, paper_cell, published, read_reference
+from .tables import MISSING, benchmark_sections, paper_cell, published, read_reference, seed_cell
 
 CAVEAT = ("Code-faithful WSCL, without the NREM plasticity rule (not public): the paper's numbers include it, so a "
           "gap to them is expected.")
@@ -52,11 +51,6 @@ def _published_cells(reference: pd.DataFrame | None, metric: str) -> dict:
     return cells
 
 
-def _cell(values) -> str:
-    s = seed_stats(values)
-    return format_mean_std(s.mean, s.std) if s.n else MISSING
-
-
 def wscl_table(runs: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (benchmark, run, buffer): mean ± std over seeds of every column, published FAA and forgetting (from
     `reference`, the WSCL paper's rows), and the mean frozen blocks after each task."""
@@ -67,10 +61,10 @@ def wscl_table(runs: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.
         depth = pd.DataFrame(g.frozen_blocks.tolist()).mean().tolist() if g.frozen_blocks.map(len).any() else []
         key = (benchmark, method, buffer)
         out.append({"benchmark": benchmark, "run_name": name, "buffer_size": buffer, "seeds": len(g),
-                    "class_il_faa": _cell(g.class_il_faa), "paper_faa": faa.get(key, MISSING),
-                    "forgetting": _cell(g.forgetting), "paper_forgetting": forgetting.get(key, MISSING),
-                    "task_il_faa": _cell(g.task_il_faa),
-                    "fwt": _cell(g.fwt) + ("" if g.fwt.isna().all() else f" ({g.fwt_reference.iloc[0]})"),
+                    "class_il_faa": seed_cell(g.class_il_faa), "paper_faa": faa.get(key, MISSING),
+                    "forgetting": seed_cell(g.forgetting), "paper_forgetting": forgetting.get(key, MISSING),
+                    "task_il_faa": seed_cell(g.task_il_faa),
+                    "fwt": seed_cell(g.fwt) + ("" if g.fwt.isna().all() else f" ({g.fwt_reference.iloc[0]})"),
                     "frozen_blocks_after_task": " → ".join(f"{d:.1f}" for d in depth) or MISSING})
     return pd.DataFrame(out)
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...results import metric_rows
+
 Combine = Literal["tilt", "average", "scores_only"]
 AttentionInput = Literal["feature_delta", "old_new_concat", "current"]
 
@@ -116,8 +118,6 @@ class WeightStats:
         self.attentive |= attentive
 
     def rows(self, task: int, epoch: int) -> list[dict]:
-        from ...results import metric_rows
-
         n, (sa, sa2, sd, sd2, outside) = self.n, self.sums.tolist()
         if not n:
             return []

@@ -89,18 +89,14 @@ class ICaRLMixup(ICaRL):
         """BCE targets: the (mixed) labels, with the teacher's sigmoid on the old classes from phase 1 on."""
         if self.task == 0:
             return labels
+        blend = self.hp.kd_target == "teacher_blend"
         with torch.no_grad():
-            if self.hp.kd_target == "teacher_blend":
-                old = torch.sigmoid(self.old_net(x)[:, :past])
-            else:
-                old_mixed = torch.sigmoid(self.old_net(x_mixed)[:, :past])
-        if self.hp.kd_target == "teacher_blend":
-            old = self.mix(old, partner, a)
+            teacher = torch.sigmoid(self.old_net(x if blend else x_mixed)[:, :past])
+        if blend:
+            teacher = self.mix(teacher, partner, a)
         elif self.hp.kd_target == "label_priority":
-            old = torch.maximum(labels[:, :past], old_mixed)
-        else:
-            old = old_mixed
-        return torch.cat([old, labels[:, past:]], dim=1)
+            teacher = torch.maximum(labels[:, :past], teacher)
+        return torch.cat([teacher, labels[:, past:]], dim=1)
 
     def observe(self, x, y, x_raw, index=None):
         self.class_means = None
@@ -198,11 +194,8 @@ class AKR(ICaRLMixup):
     @torch.no_grad()
     def attention_features(self, x: torch.Tensor) -> torch.Tensor:
         """What S reads for images x: from the teacher's and the current model's eval-mode features."""
-        was_training = self.net.training
-        self.net.eval()
-        f_cur = self.net.features(x)
-        self.net.train(was_training)
-        return attention_input(self.old_net.features(x), f_cur, self.hp.attn_input, self.hp.attn_feature_norm)
+        return attention_input(self.old_net.features(x), self.eval_features(x), self.hp.attn_input,
+                               self.hp.attn_feature_norm)
 
     def mixing_weights(self, x, partner, lam, index) -> torch.Tensor:
         attentive = self.attentive()

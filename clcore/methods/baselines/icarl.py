@@ -80,13 +80,19 @@ class ICaRL(LwFMC):
         return super().observe(x, y, x_raw)
 
     @torch.no_grad()
-    def features(self, x_raw: torch.Tensor) -> torch.Tensor:
-        """φ of non-augmented images in eval mode (L2-normalised for nmc=current)."""
+    def eval_features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ of network inputs x in eval mode (the network's mode restored)."""
         was_training = self.net.training
         self.net.eval()
-        feats = torch.cat([self.net.features(self.transform.test(x_raw[i:i + 1024]))
-                           for i in range(0, x_raw.shape[0], 1024)])
+        feats = self.net.features(x)
         self.net.train(was_training)
+        return feats
+
+    @torch.no_grad()
+    def features(self, x_raw: torch.Tensor) -> torch.Tensor:
+        """φ of non-augmented images in eval mode (L2-normalised for nmc=current)."""
+        feats = torch.cat([self.eval_features(self.transform.test(x_raw[i:i + 1024]))
+                           for i in range(0, x_raw.shape[0], 1024)])
         return F.normalize(feats, dim=1) if self.hp.nmc == "current" else feats
 
     def end_task(self, task):
@@ -119,11 +125,14 @@ class ICaRL(LwFMC):
 
     @torch.no_grad()
     def predict(self, x):
+        return self.nme_scores(self.net.features(x))
+
+    def nme_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """−‖φ − μ_c‖² from the network's features (the head's logits while there are no exemplars)."""
         if not len(self.buffer):
-            return self.net(x)
+            return self.net.classifier(feats)
         if self.class_means is None:
             self.class_means = self.compute_class_means()
-        feats = self.net.features(x)
         if self.hp.nmc == "current":
             feats = F.normalize(feats, dim=1)
         scores = -((feats[:, None, :] - self.class_means[None]) ** 2).sum(-1)
@@ -139,8 +148,8 @@ class ICaRL(LwFMC):
         x, y = scenario.test_x[rows_seen], scenario.test_y[rows_seen]
         correct = {"nme": 0, "cnn": 0}
         for start in range(0, x.shape[0], 1024):
-            batch, labels = scenario.transform.test(x[start:start + 1024]), y[start:start + 1024]
-            for name, scores in (("nme", self.predict(batch)), ("cnn", self.net(batch))):
+            feats, labels = self.net.features(scenario.transform.test(x[start:start + 1024])), y[start:start + 1024]
+            for name, scores in (("nme", self.nme_scores(feats)), ("cnn", self.net.classifier(feats))):
                 scores = scores.masked_fill(~seen_classes[None], float("-inf"))
                 correct[name] += int((scores.argmax(1) == labels).sum())
         return [metric_rows(f"accuracy_seen/{name}", 100 * c / max(y.shape[0], 1), after_task=after_task, eval_task=-1)
