@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..collect import read_run
+from ..collect import read_run, run_identity
 from ..io import atomic_path
 from .stats import paired
 from .tables import MISSING, benchmark_sections, paper_cell, published, read_reference, seed_cell
@@ -43,9 +43,7 @@ def run_frame(run_dirs) -> pd.DataFrame:
     rows = []
     for run_dir in map(Path, run_dirs):
         info, metrics = read_run(run_dir)
-        row = {"benchmark": info["benchmark"], "run_name": info["run_name"], "method": info["method"],
-               "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"]),
-               "class_il_faa": info["summary"]["class_il"]["faa"],
+        row = {**run_identity(info), "class_il_faa": info["summary"]["class_il"]["faa"],
                "reconstruction": info.get("akr_reconstruction_version"),
                "collapsed": info.get("akr_collapse", {}).get("collapsed"),
                "a_minus_lambda_std": last_attentive_spread(metrics)}

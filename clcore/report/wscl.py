@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..collect import read_run
+from ..collect import read_run, run_identity
 from ..io import atomic_path
 from .tables import MISSING, benchmark_sections, paper_cell, published, read_reference, seed_cell
 
@@ -27,9 +27,7 @@ def run_frame(run_dirs) -> pd.DataFrame:
     for run_dir in map(Path, run_dirs):
         info, metrics = read_run(run_dir)
         frozen = metrics[metrics.metric == "wscl/frozen_blocks"].sort_values("after_task").value.tolist()
-        rows.append({"benchmark": info["benchmark"], "run_name": info["run_name"], "method": info["method"],
-                     "buffer_size": int(info["buffer_size"]), "seed": int(info["seed"]),
-                     "class_il_faa": info["summary"]["class_il"]["faa"],
+        rows.append({**run_identity(info), "class_il_faa": info["summary"]["class_il"]["faa"],
                      "forgetting": info["summary"]["class_il"]["forgetting_mammoth"],
                      "task_il_faa": info["summary"]["task_il"]["faa"], "fwt": info["summary"]["class_il"]["fwt"],
                      "fwt_reference": info["hparams"].get("fwt_reference", "identity"),
