@@ -37,6 +37,7 @@ include: "rules/collect.smk"
 include: "rules/ser.smk"
 include: "rules/wscl.smk"
 include: "rules/akr.smk"
+include: "rules/ar1.smk"
 include: "rules/bir.smk"
 
 
@@ -52,6 +53,8 @@ localrules:
     robustness_table,
     wscl_report,
     akr_report,
+    ar1_report,
+    fetch_mobilenet_w1,
 
 
 rule all:
@@ -67,3 +70,4 @@ rule all:
         PIPELINE.experiment_figure_targets(FIGURE_DIR),
         WSCL_REPORTS,
         AKR_REPORTS,
+        AR1_REPORTS,

@@ -65,7 +65,7 @@ def list_(what):
     from .backbones import BACKBONES
     from .data import PREPARERS
     from .methods import family_of, get_method, method_names
-    from .scenarios import BENCHMARKS
+    from .scenarios import BENCHMARKS, StreamSpec
 
     if what == "methods":
         for name in method_names():
@@ -75,8 +75,9 @@ def list_(what):
                        f"{'  [buffer]' if cls.uses_buffer else ''}")
     elif what == "benchmarks":
         for name, spec in BENCHMARKS.items():
-            sizes = (f"{spec.first_task_classes} + {spec.n_tasks - 1} x {spec.classes_per_task}" if spec.first_task_classes
-                     else f"{spec.n_tasks} x {spec.classes_per_task}")
+            sizes = (f"a NIC stream of {spec.n_tasks} batches over {spec.n_classes}" if isinstance(spec, StreamSpec)
+                     else f"{spec.first_task_classes} + {spec.n_tasks - 1} x {spec.classes_per_task}"
+                     if spec.first_task_classes else f"{spec.n_tasks} x {spec.classes_per_task}")
             click.echo(f"{name:12s} {spec.prepared}: {sizes} classes, {spec.backbone} {spec.backbone_options or ''}")
     else:
         click.echo("\n".join(PREPARERS if what == "datasets" else BACKBONES))

@@ -34,14 +34,14 @@ from .io import read_json
 from .methods import get_method
 from .pipeline import Pipeline, Run
 from .results import RUNS_SCHEMA, read_table
-from .scenarios import BenchmarkSpec, class_permutation, get_benchmark
+from .scenarios import BenchmarkSpec, StreamSpec, class_permutation, get_benchmark
 
 # training images per class and image shape of each dataset, for datasets not prepared on this machine;
 # ≈: FG-ImageNet has about 1,300 per class, SER's Mini-ImageNet about 600 (docs/datasets.md#manual-datasets)
 KNOWN_DATASETS = {
     "mnist": (6000, (1, 28, 28)), "cifar10": (5000, (3, 32, 32)), "cifar100": (500, (3, 32, 32)),
     "tinyimagenet": (500, (3, 64, 64)), "digits": (144, (1, 8, 8)), "shapes": (240, (3, 32, 32)),
-    "fg-imagenet": (1300, None), "mini-imagenet": (600, None),
+    "fg-imagenet": (1300, None), "mini-imagenet": (600, None), "core50": (2400, (3, 128, 128)),
 }
 
 
@@ -53,6 +53,9 @@ def task_sizes(spec: BenchmarkSpec, prepared_dir) -> list[int]:
 @functools.lru_cache
 def _task_sizes(benchmark: str, prepared_dir: str) -> tuple[int, ...]:  # one read of the labels per benchmark
     spec = get_benchmark(benchmark)
+    if isinstance(spec, StreamSpec):  # NICv2: batch 0 then equal shares of the other videos (docs/datasets.md#core50)
+        first, rest = (2999, 119894 - 2999) if spec.prepared == "core50" else (10 * 6, 390 * 6)
+        return (first,) + (round(rest / (spec.n_tasks - 1)),) * (spec.n_tasks - 1)
     if (Path(prepared_dir) / spec.prepared / "meta.json").exists():
         y = np.asarray(read_split(Path(prepared_dir) / spec.prepared, "train")["y"])
         y = y[y < spec.n_classes]

@@ -63,3 +63,12 @@ def summarize(acc: np.ndarray, random_init: np.ndarray | None = None) -> dict[st
         "bwt": backward_transfer(acc),
         "fwt": forward_transfer(acc, None if random_init is None else np.asarray(random_init, float)),
     }
+
+
+def stream_summary(acc) -> dict[str, float]:
+    """A stream's accuracy after each incremental batch -> the AR1* papers' points: after batches ⌊n/4⌋, ⌊n/2⌋,
+    ⌊3n/4⌋ (0-based), the final value, the best value along the stream, and the stream's mean."""
+    acc = np.asarray(acc, dtype=float)
+    n = len(acc)
+    return {"after_q1": float(acc[n // 4]), "after_q2": float(acc[n // 2]), "after_q3": float(acc[3 * n // 4]),
+            "final": float(acc[-1]), "max": float(acc.max()), "mean": float(acc.mean())}

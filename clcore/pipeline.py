@@ -18,7 +18,7 @@ from .hparams import resolve, run_name
 from .methods import family_of, get_method
 from .report.figures import EXPERIMENT_FIGURES, FIGURES, SALIENCY_FIGURE
 from .results import run_dir
-from .scenarios import get_benchmark
+from .scenarios import StreamSpec, get_benchmark
 
 
 @dataclass
@@ -192,16 +192,26 @@ class Pipeline:
         return {"setting": setting, "spread": exp["spread"], "chance": chance}
 
     # -- targets ----------------------------------------------------------------------------------------
+    # A stream's accuracy is one number per incremental batch, not a task matrix: its tables and figure are the AR1
+    # report's (rules/ar1.smk), not the per-benchmark figures and experiment tables below.
+    def stream_blocks(self) -> list[str]:
+        return [e for e, exp in self.blocks.items()
+                if all(isinstance(get_benchmark(b), StreamSpec) for b in exp["benchmarks"])]
+
+    def task_blocks(self) -> list[str]:
+        return [e for e in self.blocks if e not in self.stream_blocks()]
+
     def figure_targets(self, figure_dir) -> list[Path]:
-        return [Path(figure_dir) / f"{b}_{kind}.{ext}" for b in self.benchmarks() for kind in FIGURES
-                for ext in ("png", "pdf")]
+        return [Path(figure_dir) / f"{b}_{kind}.{ext}" for b in self.benchmarks()
+                if not isinstance(get_benchmark(b), StreamSpec) for kind in FIGURES for ext in ("png", "pdf")]
 
     def experiment_table_targets(self, tables_dir) -> list[Path]:
-        return [Path(tables_dir) / "experiments" / f"{e}.{ext}" for e in self.blocks for ext in ("md", "tex", "csv")]
+        return [Path(tables_dir) / "experiments" / f"{e}.{ext}" for e in self.task_blocks()
+                for ext in ("md", "tex", "csv")]
 
     def experiment_figure_targets(self, figure_dir) -> list[Path]:
         return [Path(figure_dir) / "experiments" / f"{e}_{kind}.{ext}"
-                for e in self.blocks for kind in self.block_figures(e) for ext in ("png", "pdf")]
+                for e in self.task_blocks() for kind in self.block_figures(e) for ext in ("png", "pdf")]
 
     def family_blocks(self, family: str) -> list[str]:
         """The blocks with a method of `family` (WSCL's report: rules/wscl.smk)."""

@@ -20,13 +20,15 @@ SCHEMA_VERSION = "1"  # of every table below but RUNS_SCHEMA; each schema carrie
 SETTINGS = ("class_il", "task_il")
 SUMMARY_METRICS = ("faa", "aia", "forgetting", "forgetting_mammoth", "bwt", "fwt")
 RANDOM_INIT_ROW = -1  # `after_task` of the randomly initialised network's evaluation (FWT probe)
+STREAM_SETTING = "nic"  # a stream's accuracy rows: after_task = the incremental batch, over all classes
+STREAM_EVAL_TASK = -1   # eval_task of a row pooled over the whole test set
 
 _meta = {"schema_version": SCHEMA_VERSION}
 
 METRICS_SCHEMA = pa.schema(
     [
         pa.field("metric", pa.string(), nullable=False),  # accuracy, loss/<name>, or a method extra
-        pa.field("setting", pa.string()),                  # class_il | task_il | "" (not per setting)
+        pa.field("setting", pa.string()),                  # class_il | task_il | nic (a stream) | "" (not per setting)
         pa.field("after_task", pa.int16()),                # -1 = random-init probe
         pa.field("eval_task", pa.int16()),                 # null when not per evaluated task
         pa.field("epoch", pa.int16()),

@@ -1,7 +1,9 @@
 """Benchmarks: a prepared dataset plus a split rule and the training protocol it is run under.
 
 A class-incremental benchmark splits the label space into tasks of consecutive labels; task-IL
-evaluation masks the logits outside the evaluated task's classes.
+evaluation masks the logits outside the evaluated task's classes. A stream benchmark (`StreamSpec`, AR1*'s
+NIC streams) presents its training data as a sequence of small batches of new instances and new classes, each
+trained as one task and followed by an evaluation over all classes (docs/protocol.md#nic-streams).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from . import data
 from .augment import Transform
 from .backbones import build_backbone
 from .data.prepared import check_files
+from .data.shapes import nic_batches
 from .errors import InputError, lookup
-
 
 ClassILRows = Literal["seen", "all"]
 
@@ -179,6 +181,53 @@ BENCHMARKS = {
 }
 
 
+
+
+@dataclass(frozen=True)
+class StreamSpec(BenchmarkSpec):
+    """A NIC stream (docs/protocol.md#nic-streams): `n_tasks` incremental batches over `stream_classes` objects, each
+    one task; no class blocks (`classes_per_task` 0), so there is no task-IL setting. Batches come from the prepared
+    CORe50's NICv2 index files (run = seed mod 10), or from `shapes.nic_batches` for the embedded streams (run =
+    seed), with the labels of `label_field`."""
+    stream_classes: int = 50
+    label_field: str = "y"
+    intro_spread: float | None = None   # embedded streams only (docs/datasets.md#nic-streams)
+    session_order: str = "free"
+    shuffle_frames: bool = False
+    checkpoint_every: int = 1            # batches between checkpoints (CORe50's 197 MB latent memory: 10)
+
+    @property
+    def n_classes(self) -> int:
+        return self.stream_classes
+
+    @property
+    def task_sizes(self) -> tuple[int, ...]:
+        return (0,) * self.n_tasks
+
+    def run_of_seed(self, seed: int) -> int:
+        return seed % 10 if self.prepared == "core50" else seed
+
+
+# AR1* (docs/ar1.md#benchmarks): MobileNetV1 with BRN on x/255 with ImageNet normalisation, no augmentation, 4 epochs
+# per batch. CORe50 NICv2 at 128x128, minibatch 128, the reduced test set (every 20th test image, ar1-pytorch's
+# default); the embedded `shapes` streams at 32x32 with the width-0.25 network (init stride 1), minibatch 24, labels
+# = the 50 objects.
+_NIC = dict(mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=4)
+STREAMS = {
+    **{f"core50-nicv2-{n}": StreamSpec(f"core50-nicv2-{n}", "core50", n, 0, "mobilenet_v1",
+                                       {"width": 1.0, "init_stride": 2}, batch_size=128, test_split="test_reduced",
+                                       checkpoint_every=10, **_NIC)
+       for n in (79, 196, 391)},
+    # shapes-nic-40 (the embedded default): 10 videos per batch, new objects spread over the first 80 % of the stream
+    **{f"shapes-nic-{n}": StreamSpec(f"shapes-nic-{n}", "shapes", n, 0, "mobilenet_v1",
+                                     {"width": 0.25, "init_stride": 1}, batch_size=24, label_field="object",
+                                     channels_last=True,
+                                     intro_spread=0.8 if n == 40 else None, shuffle_frames=True, **_NIC)
+       for n in (40, 79, 196, 391)},
+}
+BENCHMARKS.update(STREAMS)
+
+
 def get_benchmark(name: str) -> BenchmarkSpec:
     return lookup("benchmark", BENCHMARKS, name)
 
@@ -242,6 +291,9 @@ class Task:
 
 class Scenario:
     """A benchmark's data loaded whole onto the device once, and its task structure."""
+
+    is_stream = False
+    checkpoint_every = 1  # tasks between checkpoints
 
     def __init__(self, spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu",
                  class_order: str | None = None, seed: int = 0, validation: bool = False):
@@ -341,3 +393,78 @@ class Scenario:
         """Boolean [B, C]: True on the classes known after task `after_task` (those of each sample's own
         task included: the FWT probe scores task t+1 among its classes and the earlier ones)."""
         return self.class_task[None, :] <= tasks.clamp(min=after_task)[:, None]
+
+
+class StreamScenario(Scenario):
+    """A NIC stream's data on the device: the training rows of every incremental batch and the fixed test set
+    (docs/protocol.md#nic-streams). Task t is batch t; evaluation scores the whole test set over all classes."""
+
+    is_stream = True
+
+    def __init__(self, spec: StreamSpec, prepared_dir="resources/prepared", device="cpu",
+                 class_order: str | None = None, seed: int = 0, validation: bool = False):
+        if class_order not in (None, "identity"):
+            raise InputError(f"{spec.name} is a stream: its batches fix the order of the classes (class_order "
+                             f"{class_order!r} does not apply)")
+        self.spec, self.device, self.validation = spec, torch.device(device), validation
+        root = self.prepared_dir = Path(prepared_dir)
+        meta = data.metadata(spec.prepared, root)
+        self.run = spec.run_of_seed(seed)
+        if spec.prepared == "core50":
+            train, test, batches = self._core50(root)
+        else:
+            train, test = (data.load(spec.prepared, split, root, self.device) for split in ("train", spec.test_split))
+            rows = nic_batches(train["object"].cpu().numpy(), train["session"].cpu().numpy(), spec.n_tasks,
+                                           self.run, spec.intro_spread, spec.session_order, spec.shuffle_frames)
+            batches = [torch.from_numpy(r).long().to(self.device) for r in rows]
+        self.train_x, self.train_y = train["x"], train[spec.label_field]
+        self.test_x, self.test_y = test["x"], test[spec.label_field]
+        self.train_fields, self.test_fields, self.extra_data = {}, {}, {}
+        self.batches = self._hold_out(batches) if validation else batches
+        self.transform = Transform(pixel_max=float(meta["pixel_max"]), mean=torch.tensor(spec.mean),
+                                   std=torch.tensor(spec.std)).to(self.device)
+        self.input_shape = tuple(self.train_x.shape[1:])
+        self.task_classes = [tuple(torch.unique(self.train_y[b]).tolist()) for b in self.batches]
+        self.class_task = torch.zeros(spec.n_classes, dtype=torch.long, device=self.device)
+        self.checkpoint_every = spec.checkpoint_every
+
+    def _core50(self, root: Path) -> tuple[dict, dict, list[torch.Tensor]]:
+        """The prepared CORe50 (one split, all images) with the run's NICv2 batches, checked against the facts of the
+        official file lists (docs/datasets.md#core50)."""
+        from .data.core50 import check_nicv2_stream
+
+        prefix = f"nicv2_{self.spec.n_tasks}/run{self.run}"
+        batches = [data.load_index("core50", f"{prefix}/batch{k:03d}", root) for k in range(self.spec.n_tasks)]
+        test_rows = data.load_index("core50", f"{prefix}/{self.spec.test_split}", root)
+        full = data.load("core50", "all", root, self.device)
+        problems = check_nicv2_stream(self.spec.n_tasks, [b.numpy() for b in batches],
+                                      *(data.load_index("core50", f"{prefix}/{key}", root).numpy()
+                                        for key in ("test", "test_reduced")),
+                                      full["y"].cpu().numpy(), full["session"].cpu().numpy())
+        if problems:
+            raise InputError(f"{root / 'core50'}: the {prefix} stream is not CORe50's NICv2 ({'; '.join(problems)}); "
+                             f"prepare it again: `clcore prepare core50`")
+        test = {k: v[test_rows.to(self.device)] for k, v in full.items()}
+        return full, test, [b.to(self.device) for b in batches]
+
+    def _hold_out(self, batches: list[torch.Tensor], fraction: float = 0.1, seed: int = 100) -> list[torch.Tensor]:
+        """Searches select on a random `fraction` of the stream's training rows (fixed by `seed`), taken out of the
+        batches (docs/protocol.md#clcore-search)."""
+        rows = torch.cat(batches)
+        held = rows[torch.from_numpy(np.random.RandomState(seed).permutation(len(rows))[: round(fraction * len(rows))])
+                    .to(self.device)]
+        self.test_x, self.test_y = self.train_x[held], self.train_y[held]
+        return [b[~torch.isin(b, held)] for b in batches]
+
+    def task(self, t: int, fields: tuple[str, ...] = ()) -> Task:
+        if fields:
+            raise InputError(f"{self.spec.name}: stream batches carry no per-sample fields ({', '.join(fields)})")
+        rows = self.batches[t]
+        return Task(t, self.task_classes[t], self.train_x[rows], self.train_y[rows])
+
+
+def load_scenario(spec: BenchmarkSpec, prepared_dir="resources/prepared", device="cpu", class_order: str | None = None,
+                  seed: int = 0, validation: bool = False) -> Scenario:
+    """The benchmark's data on the device: a StreamScenario for a stream, else a Scenario."""
+    cls = StreamScenario if isinstance(spec, StreamSpec) else Scenario
+    return cls(spec, prepared_dir, device, class_order, seed, validation)

@@ -19,13 +19,22 @@ from . import __version__
 from .data.prepared import file_digest
 from .device import describe, pick_device
 from .errors import InputError
-from .io import atomic_path, git_commit, read_json, run_lock, write_json
 from .hparams import make_hparams
+from .io import atomic_path, git_commit, read_json, run_lock, write_json
 from .methods import family_of, get_method
 from .methods.base import Context
-from .metrics import summarize
-from .results import RANDOM_INIT_ROW, SETTINGS, accuracy_matrix, accuracy_rows, metric_rows, save_metrics
-from .scenarios import Scenario, get_benchmark
+from .metrics import stream_summary, summarize
+from .results import (
+    RANDOM_INIT_ROW,
+    SETTINGS,
+    STREAM_EVAL_TASK,
+    STREAM_SETTING,
+    accuracy_matrix,
+    accuracy_rows,
+    metric_rows,
+    save_metrics,
+)
+from .scenarios import Scenario, get_benchmark, load_scenario
 
 log = logging.getLogger("clcore.train")
 CHECKPOINT = "checkpoint.pt"
@@ -60,13 +69,33 @@ def evaluate(method, scenario: Scenario, after_task: int = RANDOM_INIT_ROW, batc
     return {s: (100 * correct[s] / count).tolist() for s in SETTINGS}
 
 
-def _evaluation_rows(method, scenario, after_task: int) -> tuple[list[dict], dict]:
-    acc = evaluate(method, scenario, after_task)
-    rows = [r for s in SETTINGS for r in accuracy_rows(acc[s], s, after_task)]
+@torch.no_grad()
+def evaluate_stream(method, scenario, batch_size: int = 128) -> float:
+    """Accuracy (%) on a stream's whole test set, the arg-max over every class, in batches of 128 as ar1-pytorch
+    (docs/protocol.md#nic-streams)."""
+    method.eval()
+    correct = torch.zeros((), device=scenario.device)
+    for start in range(0, scenario.test_x.shape[0], batch_size):
+        x, y = scenario.test_x[start:start + batch_size], scenario.test_y[start:start + batch_size]
+        correct += (method.predict(scenario.transform.test(x)).argmax(1) == y).sum()
+    method.train()
+    return 100 * float(correct) / scenario.test_y.shape[0]
+
+
+def _evaluation_rows(method, scenario, after_task: int) -> tuple[list[dict], str]:
+    """The evaluation's metric rows and a one-line account of it for the log."""
+    if scenario.is_stream:
+        acc = evaluate_stream(method, scenario)
+        rows, headline = [metric_rows("accuracy", acc, STREAM_SETTING, after_task, STREAM_EVAL_TASK)], f"{acc:.2f}"
+    else:
+        acc = evaluate(method, scenario, after_task)
+        rows = [r for s in SETTINGS for r in accuracy_rows(acc[s], s, after_task)]
+        headline = (f"class-IL {np.mean(acc['class_il'][: after_task + 1]):.2f}, "
+                    f"task-IL {np.mean(acc['task_il'][: after_task + 1]):.2f}")
     method.eval()
     rows += method.evaluation_rows(scenario, after_task)
     method.train()
-    return rows, acc
+    return rows, headline
 
 
 def _rng_states() -> dict:
@@ -136,7 +165,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
         log.info("resuming %s from task %d of %d (%s)", out_dir, first_task + 1, scenario.n_tasks, ckpt_path)
     else:
         rows, first_task, phases = [], 0, {"train_s": [], "eval_s": [], "elapsed_s": 0.0}
-        if model.random_init_probe:
+        if model.random_init_probe and not scenario.is_stream:
             rows += _evaluation_rows(model, scenario, RANDOM_INIT_ROW)[0]
 
     elapsed_before = phases["elapsed_s"]  # time spent before a kill, for wall_time_s
@@ -157,14 +186,13 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
             model.look_ahead(scenario, t + 1)
         phases["train_s"].append(time.time() - tic)
         tic = time.time()
-        eval_rows, acc = _evaluation_rows(model, scenario, t)
+        eval_rows, headline = _evaluation_rows(model, scenario, t)
         rows += eval_rows
         phases["eval_s"].append(time.time() - tic)
-        log.info("task %d/%d: class-IL %.2f, task-IL %.2f (train %.1f s)", t + 1, scenario.n_tasks,
-                 np.mean(acc["class_il"][: t + 1]), np.mean(acc["task_il"][: t + 1]), phases["train_s"][-1])
+        log.info("task %d/%d: %s (train %.1f s)", t + 1, scenario.n_tasks, headline, phases["train_s"][-1])
         if bar:
-            bar.set_postfix(class_il=f"{np.mean(acc['class_il'][: t + 1]):.1f}")
-        if t < scenario.n_tasks - 1:
+            bar.set_postfix_str(headline)
+        if t < scenario.n_tasks - 1 and (t + 1) % scenario.checkpoint_every == 0:
             phases["elapsed_s"] = elapsed_before + time.time() - started
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"method": model.state_dict(), "rng": _rng_states(), "rows": rows, "next_task": t + 1,
@@ -172,7 +200,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
     if bar:
         bar.close()
 
-    summary = _summaries(rows, model.full_accuracy_matrix)
+    summary = _stream_summaries(rows) if scenario.is_stream else _summaries(rows, model.full_accuracy_matrix)
     rows += [metric_rows(name, value, setting) for setting, values in summary.items() for name, value in values.items()]
     if keep_final:
         with atomic_path(out_dir / FINAL) as tmp:
@@ -204,7 +232,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
 def _scenario(method: str, spec, prepared_dir, dev, artefacts: dict, hp, seed: int,
               validation: bool = False) -> tuple[Scenario, list[str]]:
     """The benchmark's data as the method's family prepares it, and the deviations that records."""
-    scenario = Scenario(spec, prepared_dir, dev, getattr(hp, "class_order", None), seed, validation)
+    scenario = load_scenario(spec, prepared_dir, dev, getattr(hp, "class_order", None), seed, validation)
     return scenario, family_of(method).prepare_scenario(scenario, artefacts, hp)
 
 
@@ -249,3 +277,15 @@ def _summaries(rows, full_matrix: bool) -> dict:
                      bwt=float("nan"), fwt=float("nan"))
         out[setting] = s
     return out
+
+
+def _stream_summaries(rows) -> dict:
+    """A stream's summary (docs/protocol.md#nic-streams): `nic` holds the accuracy after a quarter, half and three
+    quarters of the stream, at its end, at its best and on average; `class_il` carries the final accuracy as FAA and
+    the stream's mean as AIA for the shared tables (no task-IL setting)."""
+    metrics = pd.DataFrame(rows)
+    acc = metrics[(metrics.metric == "accuracy") & (metrics.setting == STREAM_SETTING)].sort_values("after_task")
+    nic = stream_summary(acc.value.to_numpy())
+    undefined = dict.fromkeys(summarize(np.ones((1, 1))), float("nan"))
+    return {"class_il": {**undefined, "faa": nic["final"], "aia": nic["mean"]}, "task_il": undefined,
+            STREAM_SETTING: nic}

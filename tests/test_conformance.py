@@ -24,7 +24,7 @@ import torch
 
 from clcore.data.prepared import write_prepared
 from clcore.hparams import make_hparams, resolve
-from clcore.methods import get_method, method_names
+from clcore.methods import family_of, get_method, method_names
 from clcore.methods.ser.saliency import SaliencyPredictor, save_predictor
 from clcore.methods.wscl import DREAM_SOURCES, DreamSource
 from clcore.results import load_metrics
@@ -35,12 +35,15 @@ from helpers import killed_at_task
 BENCHMARK = "conformance"
 SPEC = BenchmarkSpec(BENCHMARK, "conformance", 3, 2, "resnet18", {"nf": 4}, crop_padding=2, hflip=True,
                      n_epochs=1, batch_size=8)
+# the AR1 family needs its latent-layer split: the same benchmark on the embedded MobileNetV1
+MOBILENET_SPEC = dataclasses.replace(SPEC, name="conformance-mobilenet", backbone="mobilenet_v1",
+                                     backbone_options={"width": 0.25, "init_stride": 1}, crop_padding=0, hflip=False)
 BUFFER = 10  # below the 24 images of a task: every buffer must choose
 INVARIANTS = ("finite_losses", "resume", "same_seed", "evaluation_changes_nothing", "buffer_size",
               "state_dict_round_trip")
 # the smallest protocol each method accepts: applied where the method has the field
 TINY = dict(minibatch_size=8, iters=3, fc_units=16, fc_layers=2, z_dim=4, conv="scratch", c0=2, recon_loss="mse",
-            n_fisher=16, val_dataset_size=2, freezing_buff_size=2, dream_per_class=4)
+            n_fisher=16, val_dataset_size=2, freezing_buff_size=2, dream_per_class=4, inc_epochs=1, pretrained=False)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,7 @@ def workspace(tmp_path_factory):
     save_predictor(root / "saliency_predictor.pt", SaliencyPredictor((3, 32, 32), nf=4, widths=(8, 8, 4)))
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(BENCHMARKS, BENCHMARK, SPEC)
+        mp.setitem(BENCHMARKS, MOBILENET_SPEC.name, MOBILENET_SPEC)
         mp.setitem(DREAM_SOURCES, BENCHMARK, DreamSource("conformance", "train"))  # WSCL dreams of its own classes
         yield {"prepared": root / "prepared", "root": root,
                "artefacts": {"saliency_predictor": str(root / "saliency_predictor.pt")}}
@@ -80,16 +84,20 @@ def skip_if_declared(method: str, invariant: str) -> None:
         pytest.skip(f"{method} declares: {reason}")
 
 
+def spec_of(method: str) -> BenchmarkSpec:
+    return MOBILENET_SPEC if family_of(method).name == "ar1" else SPEC
+
+
 def hparams(method: str) -> tuple[int, dict]:
     cls, _ = get_method(method)
     fields = {f.name for f in dataclasses.fields(cls.Hparams)}
     buffer = BUFFER if cls.uses_buffer else 0
-    return buffer, resolve(method, BENCHMARK, buffer, {k: v for k, v in TINY.items() if k in fields})
+    return buffer, resolve(method, spec_of(method).name, buffer, {k: v for k, v in TINY.items() if k in fields})
 
 
 def train(ws, method: str, out_dir, seed: int = 0) -> dict:
     buffer, hp = hparams(method)
-    return run_training(BENCHMARK, method, buffer, seed, hp, ws["prepared"], out_dir, device="cpu",
+    return run_training(spec_of(method).name, method, buffer, seed, hp, ws["prepared"], out_dir, device="cpu",
                         artefacts=ws["artefacts"])
 
 
@@ -181,7 +189,7 @@ def test_state_dict_round_trips(workspace, method):
     cls, _ = get_method(method)
     buffer, values = hparams(method)
     hp = make_hparams(method, values)
-    scenario, _ = _scenario(method, SPEC, workspace["prepared"], "cpu", workspace["artefacts"], hp, 0)  # as a run
+    scenario, _ = _scenario(method, spec_of(method), workspace["prepared"], "cpu", workspace["artefacts"], hp, 0)
     torch.manual_seed(0)
     model = build_method(cls, hp, scenario, 0, buffer, workspace["artefacts"])
     task = scenario.task(0, model.stream_fields)

@@ -59,11 +59,12 @@ def test_default_dag_dry_run(tmp_path):
     counts = job_counts(out.stdout)
     # each family's headline comparison, 3 seeds: baselines 4 methods x 2 benchmarks (24), SER 4 methods on
     # seq-shapes-ser (12), WSCL 2 methods on seq-shapes-wscl (6), BI-R 3 methods on seq-digits and 2 on seq-shapes
-    # (15), AKR 3 methods on seq-digits-akr (9); figures: 3 per benchmark, 2 per block and SER's saliency figure;
-    # the WSCL and AKR reports of their blocks
-    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 6 + 15 + 9, "collect": 1, "tables": 1,
+    # (15), AKR 3 methods on seq-digits-akr (9), AR1 4 methods on shapes-nic-40 (12); figures: 3 per benchmark, 2 per
+    # block and SER's saliency figure (the stream's are the AR1 report's); the WSCL, AKR and AR1 reports of their blocks
+    assert counts == {"all": 1, "prepare_dataset": 2, "train": 24 + 12 + 6 + 15 + 9 + 12, "collect": 1, "tables": 1,
                       "figures": 15, "experiment_table": 7, "experiment_figure": 2 * 7 + 1, "pretrain_saliency": 1,
-                      "pseudo_saliency": 1, "pretrain_bir_conv": 1, "wscl_report": 1, "akr_report": 1}
+                      "pseudo_saliency": 1, "pretrain_bir_conv": 1, "wscl_report": 1, "akr_report": 1,
+                      "pretrain_ar1_backbone": 1, "ar1_report": 1}
 
 
 def test_every_embedded_study_builds_its_dag(tmp_path):
@@ -71,8 +72,8 @@ def test_every_embedded_study_builds_its_dag(tmp_path):
     wd = workdir(tmp_path)
     trains = {name: job_counts(snakemake(wd, "-n", "-F", "--quiet", "rules", "--configfile",
                                          f"config/embedded/{name}.yaml").stdout)["train"]
-              for name in ("baselines", "ser", "wscl", "akr", "bir", "all")}
-    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "akr": 24, "bir": 134, "all": 323}
+              for name in ("baselines", "ser", "wscl", "akr", "ar1", "bir", "all")}
+    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "akr": 24, "ar1": 30, "bir": 134, "all": 353}
 
 
 def small_config(**experiment):
@@ -175,13 +176,14 @@ def test_killed_training_job_resumes_when_the_same_command_runs_again(tmp_path):
 def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     wd = workdir(tmp_path)
     out = snakemake(wd, "-n", "--configfile", "config/paper.yaml")
-    found = set(re.findall(r"results/runs/(seq-[a-z0-9-]+)/([a-z_]+(?:-task)?)(-h[0-9a-f]{8})?/buf(\d+)/seed(\d+)/"
+    found = set(re.findall(r"results/runs/((?:seq|core50)-[a-z0-9-]+)/([a-z0-9_]+(?:-task)?)(-h[0-9a-f]{8})?/buf(\d+)/seed(\d+)/"
                            r"metrics\.parquet", out.stdout))
     runs = {(b, m, buf, s) for b, m, _, buf, s in found}  # a block's overrides add -h<hash> to the method's runs
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["experiments"]
+    enabled = {b for exp in paper if exp.get("enabled", True) for b in exp["benchmarks"]}
     for exp in paper:  # every experiment's (benchmark, method, buffer, seed) is a training job
         if not exp.get("enabled", True):  # AKR's ImageNet-subset blocks wait for data prepared by hand
-            assert not any(b in {r[0] for r in runs} for b in exp["benchmarks"]), exp["id"]
+            assert not any(b in {r[0] for r in runs} for b in set(exp["benchmarks"]) - enabled), exp["id"]
             continue
         suffix = "-task" if exp.get("scenario") == "task" else ""
         expected = {(b, m + suffix, str(buf), str(s)) for b in exp["benchmarks"] for m in exp["methods"]
@@ -199,11 +201,17 @@ def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     wscl = 5 * 3 * (6 * 2 + 2) + 5 * 3 * 4 + 3 * 2 * 2
     # AKR, 3 seeds on the six CIFAR-100 splits: Base, Mixup, AKR, and the iCaRL row under its own schedule
     akr = 3 * 6 * (3 + 1)
-    assert job_counts(out.stdout)["train"] == len(found) == der + online + ser + bir + wscl + akr
+    # AR1, CORe50 NICv2-79/196/391: the main comparison 3 x 7 methods x 5 seeds; the memory sweep on 391, 2 methods x
+    # 3 new memories x 5 seeds; the rehearsal-free block's 3 methods x 3 streams at seeds 5-9 (0-4 are the main's)
+    ar1 = 3 * 7 * 5 + 2 * 3 * 5 + 3 * 3 * 5
+    assert job_counts(out.stdout)["train"] == len(found) == der + online + ser + bir + wscl + akr + ar1
     assert job_counts(out.stdout)["pretrain_bir_conv"] == 1  # the conv layers on CIFAR-10, shared by every seed
     assert job_counts(out.stdout)["wscl_report"] == 5
     assert job_counts(out.stdout)["akr_report"] == 2  # the iCaRL-row block has its own report
-    assert job_counts(out.stdout)["fetch_dataset"] == 4  # mnist, cifar10, cifar100, tinyimagenet: once each
+    assert job_counts(out.stdout)["ar1_report"] == 3  # the disabled λ sweep has none
+    # ImageNet's MobileNetV1, downloaded and converted once for every CORe50 run
+    assert job_counts(out.stdout)["fetch_mobilenet_w1"] == job_counts(out.stdout)["convert_mobilenet_w1"] == 1
+    assert job_counts(out.stdout)["fetch_dataset"] == 5  # mnist, cifar10, cifar100, tinyimagenet, core50: once each
     assert not (wd / "resources").exists()  # nothing was downloaded or prepared while building the DAG
 
 

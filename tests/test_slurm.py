@@ -27,7 +27,7 @@ from slurm_cluster import SlurmCluster, Unavailable, kill_processes_using
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
-GPU_RULES = {"train", "pretrain_saliency", "pretrain_bir_conv", "pseudo_saliency", "robust_eval"}
+GPU_RULES = {"train", "pretrain_saliency", "pretrain_bir_conv", "pretrain_ar1_backbone", "pseudo_saliency", "robust_eval"}
 SITE_ENV = [k for k in os.environ if k.startswith("CLCORE_SLURM_")]  # a user's own overrides must not leak in
 
 

@@ -82,7 +82,7 @@ def fetch(raw: RawFile, raw_dir, dataset: str, download: bool = True, attempts: 
     for url in (base + raw.name for base in raw.mirrors):
         for attempt in range(1, attempts + 1):
             try:
-                _download(url, part, log)
+                download_to(url, part, log)
                 return _verified(part, target, raw.md5)
             except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # drops, timeouts
                 errors.append(f"{url} (try {attempt}): {err}")
@@ -94,7 +94,7 @@ def fetch(raw: RawFile, raw_dir, dataset: str, download: bool = True, attempts: 
         f"{raw_dir.resolve()}/ by hand and run `clcore prepare {dataset} --raw-dir {raw_dir.parent}`.")
 
 
-def _download(url: str, part: Path, log) -> None:
+def download_to(url: str, part: Path, log=print) -> None:
     """Stream `url` into `part`, resuming an existing `part` where the server honours Range."""
     done = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})

@@ -14,7 +14,7 @@ from ..errors import lookup
 
 METHODS: dict[str, tuple[type, dict]] = {}
 
-FAMILIES = ("baselines", "ser", "wscl", "akr", "bir")
+FAMILIES = ("baselines", "ser", "wscl", "akr", "ar1", "bir")
 
 
 def register(name: str, **defaults):

@@ -31,13 +31,13 @@ class SIImportance:
     """
 
     def __init__(self, params, xi: float, estimator: SIEstimator = "lr_grad_sq", omega_max: float | None = None,
-                 clip: Literal["stored", "read"] = "stored"):
+                 clip: Literal["stored", "read"] = "stored", omega_min: float | None = None):
         if estimator not in typing.get_args(SIEstimator):
             raise ValueError(f"SI estimator must be one of {typing.get_args(SIEstimator)}, not {estimator!r}")
         self.params = list(params)
-        # omega_max caps Ω in the stored sum (`stored`) or only where the penalty reads it, the sum staying
-        # unclipped (`read`: AR1*'s reference code, docs/ar1.md#synaptic-intelligence)
-        self.xi, self.estimator, self.omega_max, self.clip = xi, estimator, omega_max, clip
+        # omega_max (and omega_min) bound Ω in the stored sum (`stored`) or only where the penalty reads it, the sum
+        # staying unbounded (`read`: AR1*'s reference code, docs/ar1.md#synaptic-intelligence)
+        self.xi, self.estimator, self.omega_max, self.omega_min, self.clip = xi, estimator, omega_max, omega_min, clip
         self.anchor = [p.detach().clone() for p in self.params]  # θ_start of task 1 = initial weights
         self.omega = None
         self.small_omega = [torch.zeros_like(p) for p in self.params]
@@ -45,9 +45,9 @@ class SIImportance:
 
     def importance(self) -> list[torch.Tensor] | None:
         """Ω as the penalty weighs it."""
-        if self.omega is None or self.omega_max is None or self.clip == "stored":
+        if self.omega is None or (self.omega_max is None and self.omega_min is None) or self.clip == "stored":
             return self.omega
-        return [o.clamp(max=self.omega_max) for o in self.omega]
+        return [o.clamp(min=self.omega_min, max=self.omega_max) for o in self.omega]
 
     def penalty(self) -> torch.Tensor | float:
         return 0.0 if self.omega is None else quadratic_penalty(self.params, self.importance(), self.anchor)
@@ -70,8 +70,8 @@ class SIImportance:
     def consolidate(self) -> None:
         new = [w / ((p.detach() - a) ** 2 + self.xi) for w, p, a in zip(self.small_omega, self.params, self.anchor)]
         self.omega = new if self.omega is None else [o + n for o, n in zip(self.omega, new)]
-        if self.omega_max is not None and self.clip == "stored":
-            self.omega = [o.clamp(max=self.omega_max) for o in self.omega]
+        if (self.omega_max is not None or self.omega_min is not None) and self.clip == "stored":
+            self.omega = [o.clamp(min=self.omega_min, max=self.omega_max) for o in self.omega]
         self.anchor = [p.detach().clone() for p in self.params]
         self.small_omega = [torch.zeros_like(p) for p in self.params]
 
