@@ -291,3 +291,17 @@ def test_embedded_qualitative_checks(prepared, tmp_path, request):
         f"stream {', '.join(f'{m} {np.mean(v):.2f}' for m, v in best.items())}")
     assert mean["cwr_star"] >= mean["naive_nic"] + 2, mean
     assert mean["ar1_star_lr"] >= mean["ar1_star"] - 2, mean
+
+
+@pytest.mark.parametrize("layer, stored", [("data", (3, 32, 32)), ("conv5_1/dw", (128, 4, 4)), ("pool6", (256, 2, 2))])
+def test_replay_layer_moves_the_split_and_the_memory_stores_that_layer(prepared, backbone, layer, stored):
+    net = MobileNetV1((3, 32, 32), 50, width=0.25, init_stride=1).eval()
+    x = torch.randn(4, 3, 32, 32)
+    before = net(x)
+    net.split_at(13)
+    assert torch.equal(net(x), before) and len(net.lower) == 14 and len(net.upper) == 13
+    model, scenario = make(prepared, backbone, "ar1_star_lr", latent_layer=layer)
+    train_batch(model, scenario, 0)
+    assert model.buffer.activations.shape == (60, *stored)
+    assert all(not p.requires_grad for p in model.net.lower.parameters())
+    assert len(model.si.params) == sum(name.endswith("conv.weight") for name, _ in model.net.upper.named_parameters())

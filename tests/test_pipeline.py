@@ -73,7 +73,7 @@ def test_every_embedded_study_builds_its_dag(tmp_path):
     trains = {name: job_counts(snakemake(wd, "-n", "-F", "--quiet", "rules", "--configfile",
                                          f"config/embedded/{name}.yaml").stdout)["train"]
               for name in ("baselines", "ser", "wscl", "akr", "ar1", "bir", "all")}
-    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "akr": 24, "ar1": 30, "bir": 134, "all": 353}
+    assert trains == {"baselines": 66, "ser": 39, "wscl": 60, "akr": 24, "ar1": 36, "bir": 134, "all": 359}
 
 
 def small_config(**experiment):
@@ -202,13 +202,14 @@ def test_paper_dag_builds_offline_with_the_jobs_of_every_experiment(tmp_path):
     # AKR, 3 seeds on the six CIFAR-100 splits: Base, Mixup, AKR, and the iCaRL row under its own schedule
     akr = 3 * 6 * (3 + 1)
     # AR1, CORe50 NICv2-79/196/391: the main comparison 3 x 7 methods x 5 seeds; the memory sweep on 391, 2 methods x
-    # 3 new memories x 5 seeds; the rehearsal-free block's 3 methods x 3 streams at seeds 5-9 (0-4 are the main's)
-    ar1 = 3 * 7 * 5 + 2 * 3 * 5 + 3 * 3 * 5
+    # 3 new memories x 5 seeds; the replay-layer sweep, 5 new layers x 5 seeds; the rehearsal-free block's 3 methods x
+    # 3 streams at seeds 5-9 (0-4 are the main's)
+    ar1 = 3 * 7 * 5 + 2 * 3 * 5 + 5 * 5 + 3 * 3 * 5
     assert job_counts(out.stdout)["train"] == len(found) == der + online + ser + bir + wscl + akr + ar1
     assert job_counts(out.stdout)["pretrain_bir_conv"] == 1  # the conv layers on CIFAR-10, shared by every seed
     assert job_counts(out.stdout)["wscl_report"] == 5
     assert job_counts(out.stdout)["akr_report"] == 2  # the iCaRL-row block has its own report
-    assert job_counts(out.stdout)["ar1_report"] == 3  # the disabled λ sweep has none
+    assert job_counts(out.stdout)["ar1_report"] == 3 + 5  # one per replay layer; the disabled λ sweep has none
     # ImageNet's MobileNetV1, downloaded and converted once for every CORe50 run
     assert job_counts(out.stdout)["fetch_mobilenet_w1"] == job_counts(out.stdout)["convert_mobilenet_w1"] == 1
     assert job_counts(out.stdout)["fetch_dataset"] == 5  # mnist, cifar10, cifar100, tinyimagenet, core50: once each

@@ -22,6 +22,10 @@ UNITS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (5
          (512, 1), (1024, 2), (1024, 1)]
 STAGE_UNITS = (1, 2, 2, 6, 2)  # pytorchcv's stage2..stage6 (the init block is stage 1)
 N_BLOCKS = 1 + 2 * len(UNITS)
+# AR1*'s names of the layers it replays from (the Caffe prototxts'): the block whose output the memory stores. `data`
+# stores the normalised input images (native replay); `pool6` the final map, whose mean the head reads, as it would
+# read the pooled vector.
+LATENT_LAYERS = {"data": -1, "conv4_1/dw": 9, "conv5_1/dw": 13, "conv5_4/dw": 19, "conv5_6/dw": 23, "pool6": 26}
 
 
 class ConvBlock(nn.Module):
@@ -38,8 +42,9 @@ class MobileNetV1(nn.Module):
     def __init__(self, in_shape, n_classes: int, width: float = 1.0, init_stride: int = 2, latent_layer: int = 19,
                  **brn):
         super().__init__()
-        if not 0 <= latent_layer < N_BLOCKS:
-            raise ValueError(f"latent_layer must be a block index 0..{N_BLOCKS - 1}, not {latent_layer}")
+        if not -1 <= latent_layer < N_BLOCKS:
+            raise ValueError(f"latent_layer must be a block index -1..{N_BLOCKS - 1} (-1: the input), "
+                             f"not {latent_layer}")
         channels = lambda c: int(c * width)  # noqa: E731
         blocks, cin = [ConvBlock(in_shape[0], channels(32), 3, init_stride, **brn)], channels(32)
         for cout, stride in UNITS:
@@ -55,6 +60,12 @@ class MobileNetV1(nn.Module):
             raise ValueError(f"MobileNetV1 needs square inputs of at least {init_stride * 16} pixels, not {in_shape}")
         self.final_side = side
         self.frozen_lower = False
+
+    def split_at(self, latent_layer: int) -> None:
+        """Move the split between `lower` and `upper` to block `latent_layer` (the state dict's names follow it)."""
+        blocks = [*self.lower, *self.upper]
+        self.lower, self.upper = nn.Sequential(*blocks[:latent_layer + 1]), nn.Sequential(*blocks[latent_layer + 1:])
+        self.latent_layer = latent_layer
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
         """The activation of block `latent_layer` (what latent replay stores)."""

@@ -217,3 +217,16 @@ class ContinualMethod(nn.Module):
         self.generator.set_state(state["rng"])
         self.task = state["task"]
         self.load_extra(state["method"])
+
+
+@torch.no_grad()
+def classifier_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, transform: Transform,
+                        batch_size: int = 512) -> float:
+    """Top-1 accuracy (%) of a plain classifier in eval mode on uint8 images `x` (the families' pretraining
+    recipes keep their best or report their final epoch by it)."""
+    model.eval()
+    correct = sum(int((model(transform.test(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum())
+                  for i in range(0, len(y), batch_size))
+    model.train()
+    return 100.0 * correct / len(y)
+

@@ -13,7 +13,7 @@ import pandas as pd
 from ..collect import read_run, run_identity
 from ..io import atomic_path
 from .stats import paired
-from .tables import MISSING, benchmark_sections, paper_cell, published, read_reference, seed_cell
+from .tables import MISSING, block_markdown, paper_cell, published, read_reference, seed_cell
 
 PAPER = "lee2023akr"  # the paper column of config/reference/akr.csv
 CAVEAT = ("AKR's official code is not public: its attention module and the way it enters the loss are our "
@@ -117,17 +117,14 @@ HEADER = {"run_name": "method", "buffer_size": "memory", "seeds": "seeds", "aia_
 
 
 def akr_markdown(table: pd.DataFrame, title: str, pairs_text: list[str], version) -> str:
-    lines = [f"# {title}", "", CAVEAT.format(version=version) if version else ICARL_ONLY, "",
-             "Mean ± std over seeds (%). AIA = mean over all phases, phase 0 included, of the accuracy on the test "
-             "images of the classes seen so far; NME = nearest mean of exemplars, CNN = the head's arg-max; "
-             "class-IL FAA = the final accuracy matrix row's mean (every method has it). Paper: "
-             "the AKR figure's values (config/reference/akr.csv), seeds and classifier not stated. std(a − λ): "
-             "spread of the attention's tilt in each phase's last epoch, mean over phases ≥ 1 and seeds; collapsed: "
-             "runs with an epoch where more than half of the weights lie outside [0.02, 0.98].", ""]
-    lines += benchmark_sections(table, HEADER)
-    if pairs_text:
-        lines += ["Paired over seeds, 95 % interval:", "", *pairs_text, ""]
-    return "\n".join(lines)
+    return block_markdown(title, [
+        CAVEAT.format(version=version) if version else ICARL_ONLY,
+        "Mean ± std over seeds (%). AIA = mean over all phases, phase 0 included, of the accuracy on the test "
+        "images of the classes seen so far; NME = nearest mean of exemplars, CNN = the head's arg-max; "
+        "class-IL FAA = the final accuracy matrix row's mean (every method has it). Paper: "
+        "the AKR figure's values (config/reference/akr.csv), seeds and classifier not stated. std(a − λ): "
+        "spread of the attention's tilt in each phase's last epoch, mean over phases ≥ 1 and seeds; collapsed: "
+        "runs with an epoch where more than half of the weights lie outside [0.02, 0.98]."], table, HEADER, pairs_text)
 
 
 def write_akr_report(run_dirs, title: str, out_md, out_csv, pairs=(), reference_csv=(),

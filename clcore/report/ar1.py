@@ -14,7 +14,7 @@ from ..io import atomic_path
 from ..results import STREAM_SETTING
 from .figures import _save, plt
 from .stats import paired
-from .tables import MISSING, benchmark_sections, paper_cell, published, read_reference, seed_cell
+from .tables import MISSING, block_markdown, paper_cell, published, read_reference, seed_cell
 
 KEYS = ["benchmark", "run_name", "buffer_size"]
 POINTS = {"after_q1": "after ¼", "after_q2": "after ½", "after_q3": "after ¾", "final": "final"}
@@ -85,16 +85,10 @@ def pair_lines(runs: pd.DataFrame, pairs) -> list[str]:
     return lines
 
 
-def ar1_markdown(table: pd.DataFrame, title: str, pairs_text: list[str]) -> str:
-    lines = [f"# {title}", "",
-             "Accuracy (%) on the stream's test set over all classes after batches ⌊n/4⌋, ⌊n/2⌋, ⌊3n/4⌋ (0-based) of "
-             "an n-batch stream and after the last; mean ± std over seeds. Paper: config/reference/ar1.csv (for the "
-             "rehearsal-free block, the Caffe code's 10-run means, whose model, layout and BRN differ from ours). "
-             "s / batch: training seconds per incremental batch.", ""]
-    lines += benchmark_sections(table, HEADER)
-    if pairs_text:
-        lines += ["Paired over seeds, 95 % interval:", "", *pairs_text, ""]
-    return "\n".join(lines)
+NOTE = ("Accuracy (%) on the stream's test set over all classes after batches ⌊n/4⌋, ⌊n/2⌋, ⌊3n/4⌋ (0-based) of an "
+        "n-batch stream and after the last; mean ± std over seeds. Paper: config/reference/ar1.csv (for the "
+        "rehearsal-free block, the Caffe code's 10-run means, whose model, layout and BRN differ from ours). "
+        "s / batch: training seconds per incremental batch.")
 
 
 def stream_figure(curves: pd.DataFrame, title: str):
@@ -120,7 +114,7 @@ def write_ar1_report(run_dirs, title: str, out_md, out_csv, out_png, out_pdf, pa
     runs, curves = run_frame(run_dirs)
     table = ar1_table(runs, read_reference(reference_csv, paper) if paper else None)
     with atomic_path(out_md) as tmp:
-        tmp.write_text(ar1_markdown(table, title, pair_lines(runs, pairs)), encoding="utf-8")
+        tmp.write_text(block_markdown(title, [NOTE], table, HEADER, pair_lines(runs, pairs)), encoding="utf-8")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     _save(stream_figure(curves, title), out_png, out_pdf)

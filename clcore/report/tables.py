@@ -192,6 +192,16 @@ def benchmark_sections(table: pd.DataFrame, header: dict) -> list[str]:
     return lines
 
 
+def block_markdown(title: str, notes: list[str], table: pd.DataFrame, header: dict, pairs_text: list[str]) -> str:
+    """A family report's page: the block's title, its notes (one paragraph each), one table per benchmark, and the
+    block's pairs compared over seeds."""
+    lines = [f"# {title}", ""] + [line for note in notes for line in (note, "")]
+    lines += benchmark_sections(table, header)
+    if pairs_text:
+        lines += ["Paired over seeds, 95 % interval:", "", *pairs_text, ""]
+    return "\n".join(lines)
+
+
 def read_reference(reference_csv, paper: str | None = None) -> pd.DataFrame | None:
     """The published numbers of config/reference/*.csv (one path or several; None without any), those of `paper`
     only when it is given."""

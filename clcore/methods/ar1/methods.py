@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ...backbones.mobilenet import LATENT_LAYERS
 from ...errors import InputError
 from .. import register
 from ..base import ContinualMethod, Hparams, LossLog
@@ -29,6 +30,7 @@ from .cwr import CWRStar, Multiplicity, current_classes
 from .latent_replay import LatentMemory, minibatch_plan, pad_to_multiple
 
 PRETRAINED_KEYS = ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_std")
+LatentLayer = Literal["data", "conv4_1/dw", "conv5_1/dw", "conv5_4/dw", "conv5_6/dw", "pool6"]
 
 
 @dataclass
@@ -51,6 +53,7 @@ class AR1Hparams(Hparams):
     brn_r_max: float = 1.25         # max_r_max: the ramp's cap in batch 0, the fixed value from batch 1
     brn_d_max: float = 0.5          # max_d_max
     brn_inc_step: float = 4.1e-5    # inc_step, per sample of each train-mode forward
+    latent_layer: LatentLayer = "conv5_4/dw"  # latent_layer_num 19; the paper's sweep: data ... pool6
     pretrained: bool = True         # load the family's pretrained backbone (False: random init, tests)
     cwr_class_multiplicity: Multiplicity = "upstream"  # docs/ar1.md#cwr (upstream quirk) or unique (Caffe)
     reshuffle_each_epoch: bool = False        # upstream shuffles a batch once
@@ -85,6 +88,8 @@ class AR1(ContinualMethod):
                 raise InputError("the AR1 family starts from a pretrained backbone: train through the pipeline (rule "
                                  "pretrain_ar1_backbone or convert_mobilenet_w1 makes it), or set pretrained=false")
             load_pretrained(net, ctx.artefacts["ar1_backbone"])
+        if LATENT_LAYERS[hp.latent_layer] != net.latent_layer:
+            net.split_at(LATENT_LAYERS[hp.latent_layer])
         for brn in net.batch_renorms():  # batch 0: plain BN growing into BRN by the ramp
             brn.momentum.fill_(hp.brn_momentum)
             brn.r_max.fill_(1.0)

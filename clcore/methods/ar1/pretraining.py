@@ -32,6 +32,7 @@ from ...device import pick_device
 from ...errors import ChecksumError, DatasetMissingError, NonFiniteLossError
 from ...io import atomic_path, git_commit, write_json
 from ...scenarios import get_benchmark
+from ..base import classifier_accuracy
 from .methods import PRETRAINED_KEYS
 
 log = logging.getLogger("clcore.ar1.pretraining")
@@ -72,14 +73,6 @@ def _write(state: dict, out_dir: Path, record: dict) -> dict:
     return record
 
 
-@torch.no_grad()
-def _accuracy(net, x, y, transform, batch_size: int = 512) -> float:
-    net.eval()
-    correct = sum(int((net(transform.test(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
-    net.train()
-    return 100.0 * correct / len(y)
-
 
 def pretrain_shapes_backbone(prepared_dir, out_dir, seed: int = 0, device="cpu", recipe: dict = SHAPES_RECIPE) -> dict:
     """Train the embedded streams' network on the shapes auxiliary categories; write the best epoch's backbone."""
@@ -108,7 +101,7 @@ def pretrain_shapes_backbone(prepared_dir, out_dir, seed: int = 0, device="cpu",
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        history.append(_accuracy(net, val["x"], y_val, transform))
+        history.append(classifier_accuracy(net, val["x"], y_val, transform))
         log.info("epoch %d/%d: aux_test accuracy %.2f", epoch + 1, recipe["epochs"], history[-1])
         if best is None or history[-1] > max(history[:-1]):
             best = copy.deepcopy(backbone_state(net))

@@ -27,6 +27,7 @@ from ...data.prepared import file_digest
 from ...device import pick_device
 from ...errors import ChecksumError, DatasetMissingError, NonFiniteLossError
 from ...io import atomic_path, git_commit, write_json
+from ..base import classifier_accuracy
 from .vae import ConvE
 
 log = logging.getLogger("clcore.bir.conv_pretraining")
@@ -80,14 +81,6 @@ def _normalization(recipe: ConvPretraining, x: torch.Tensor, pixel_max: float) -
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
 
 
-@torch.no_grad()
-def _accuracy(model, x, y, transform, batch_size: int = 512) -> float:
-    model.eval()
-    correct = sum(int((model(transform.test(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, x.shape[0], batch_size))
-    model.train()
-    return 100.0 * correct / x.shape[0]
-
 
 def pretrain_conv(recipe: ConvPretraining, prepared_dir, out_dir, seed: int = 0, device="cpu") -> dict:
     """Train the classifier of `recipe`, write `<out_dir>/conv.pt`, `classifier.pt` and `meta.json`, and
@@ -129,8 +122,8 @@ def pretrain_conv(recipe: ConvPretraining, prepared_dir, out_dir, seed: int = 0,
               "val_split": recipe.val_split, "c0": recipe.c0, "fc_units": recipe.fc_units, "epochs": recipe.epochs,
               "batch_size": recipe.batch_size, "lr": recipe.lr, "steps": steps, "seed": seed,
               "normalization": {"mean": list(mean), "std": list(std)},
-              "val_accuracy": _accuracy(model, val["x"], y_val, transform),
-              "train_accuracy": _accuracy(model, train["x"], y_train, transform),
+              "val_accuracy": classifier_accuracy(model, val["x"], y_val, transform),
+              "train_accuracy": classifier_accuracy(model, train["x"], y_train, transform),
               "sha256": file_digest(out_dir / "conv.pt"), "seconds": time.time() - started,
               "versions": {"clcore": __version__, "torch": torch.__version__}, "git_commit": git_commit()}
     write_json(out_dir / "meta.json", record)
