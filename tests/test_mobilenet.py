@@ -144,3 +144,31 @@ def test_pytorchcv_checkpoint_converts_and_loads_strictly():
         from_pytorchcv({**state, "features.extra.weight": torch.zeros(1)}, net)
     with pytest.raises(KeyError, match="lacks features.init_block.conv.weight"):
         from_pytorchcv({k: v for k, v in state.items() if k != "features.init_block.conv.weight"}, net)
+
+
+def test_brn_gradients_follow_its_formula_with_r_and_d_held_constant():
+    """The fused forward (batch norm with weight γr and bias γd + β) back-propagates as γ((x − μ_B)/σ_B · r + d) + β
+    with r and d detached, as the reference code's does."""
+    torch.manual_seed(0)
+    brn = BatchRenorm2d(3)
+    with torch.no_grad():
+        brn.weight.copy_(torch.tensor([0.5, 1.5, -1.0]))
+        brn.running_mean.copy_(torch.tensor([0.3, -0.2, 0.0]))
+        brn.running_std.copy_(torch.tensor([0.5, 2.0, 1.2]))
+        brn.r_max.fill_(1.1)
+        brn.d_max.fill_(0.2)
+    x = torch.randn(6, 3, 4, 4, requires_grad=True)
+    probe = torch.randn(6, 3, 4, 4)
+    (brn(x) * probe).sum().backward()
+    grads = [t.grad.clone() for t in (x, brn.weight, brn.bias)]
+    x_ref = x.detach().clone().requires_grad_(True)
+    w, b = brn.weight.detach().clone().requires_grad_(True), brn.bias.detach().clone().requires_grad_(True)
+    mean, std = x_ref.mean((0, 2, 3)), (x_ref.var((0, 2, 3), unbiased=False) + 1e-5).sqrt()
+    run_mean, run_std = torch.tensor([0.3, -0.2, 0.0]), torch.tensor([0.5, 2.0, 1.2])
+    r = (std / run_std).clamp(1 / 1.1, 1.1).detach()
+    d = ((mean - run_mean) / run_std).clamp(-0.2, 0.2).detach()
+    view = (1, -1, 1, 1)
+    y = w.view(view) * ((x_ref - mean.view(view)) / std.view(view) * r.view(view) + d.view(view)) + b.view(view)
+    (y * probe).sum().backward()
+    for ours, ref in zip(grads, (x_ref.grad, w.grad, b.grad)):
+        assert torch.allclose(ours, ref, atol=1e-5)

@@ -14,6 +14,7 @@ switch after its first batch). Every quantity is a buffer, so `state_dict` carri
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,10 +53,9 @@ class BatchRenorm2d(nn.Module):
         if not self.training:  # γ (x − μ_run) / σ_run + β as one multiply-add (rounding-level difference, 5x faster)
             scale = self.weight / self.running_std
             return torch.addcmul((self.bias - self.running_mean * scale).view(shape), x, scale.view(shape))
-        dims = (0, 2, 3)
-        mean = x.mean(dims)
-        std = (x.var(dims, unbiased=False) + self.eps).sqrt()
         with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+            std = (var + self.eps).sqrt()
             r_max, d_max = self.r_max.to(x.dtype), self.d_max.to(x.dtype)
             r = (std / self.running_std).clamp(1 / r_max, r_max)
             d = ((mean - self.running_mean) / self.running_std).clamp(-d_max, d_max)
@@ -65,5 +65,6 @@ class BatchRenorm2d(nn.Module):
             step = self.inc_step * x.shape[0]
             self.r_max += torch.where(self.r_max < self.r_max_cap, step, 0.0)
             self.d_max += torch.where(self.d_max < self.d_max_cap, step, 0.0)
-        x_hat = (x - mean.view(shape)) / std.view(shape) * r.view(shape) + d.view(shape)
-        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+        # γ ((x − μ_B)/σ_B · r + d) + β is batch norm with weight γ r and bias γ d + β: one fused kernel, 1.6x faster
+        # on CPU than the chain of elementwise operations (equal up to rounding)
+        return F.batch_norm(x, None, None, self.weight * r, self.weight * d + self.bias, True, 0.0, self.eps)
