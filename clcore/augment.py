@@ -48,6 +48,10 @@ class Transform:
     hflip: bool = False
     padding_mode: str = "constant"  # or "symmetric" (BI-R's conv pretraining)
 
+    @property
+    def is_random(self) -> bool:
+        return bool(self.crop_padding or self.hflip)
+
     def to(self, device) -> "Transform":
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
@@ -58,7 +62,7 @@ class Transform:
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random crop + flip of uint8 images (still uint8); identity when the protocol has none."""
-        if not self.crop_padding and not self.hflip:
+        if not self.is_random:
             return x
         b, dev = x.shape[0], x.device
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (b, 2), generator=generator, device=dev)

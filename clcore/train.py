@@ -74,10 +74,7 @@ def evaluate_stream(method, scenario, batch_size: int = 128) -> float:
     """Accuracy (%) on a stream's whole test set, the arg-max over every class, in batches of 128 as ar1-pytorch
     (docs/protocol.md#nic-streams)."""
     method.eval()
-    correct = torch.zeros((), device=scenario.device)
-    for start in range(0, scenario.test_x.shape[0], batch_size):
-        x, y = scenario.test_x[start:start + batch_size], scenario.test_y[start:start + batch_size]
-        correct += (method.predict(scenario.transform.test(x)).argmax(1) == y).sum()
+    correct = (method.test_scores(scenario.test_x, scenario.transform, batch_size).argmax(1) == scenario.test_y).sum()
     method.train()
     return 100 * float(correct) / scenario.test_y.shape[0]
 

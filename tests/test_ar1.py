@@ -136,19 +136,35 @@ def test_latent_memory_fills_from_padded_batch_zero_and_composes_each_minibatch(
     assert len(model.buffer) == 60 and model.buffer.activations.shape == (60, 128, 4, 4)
     assert [r["step"] for r in rows if r["metric"] == "loss/loss"] == [3, 6, 9, 12]
     assert minibatch_plan(60, 60, 24) == (5, 12, 12)
-    steps, batch_sizes = [], []
-    original = model.net.forward
+    compositions = []  # (new, replayed) of every step
+    original = model.observe
 
-    def spy(x, latent=None, return_latent=False):
-        batch_sizes.append((x.shape[0], 0 if latent is None else latent.shape[0]))
-        return original(x, latent=latent, return_latent=return_latent)
+    def spy(x, y, x_raw, replay_slots=None, h=None):
+        compositions.append((h.shape[0], replay_slots.numel()))
+        return original(x, y, x_raw, replay_slots, h=h)
 
-    model.net.forward = spy
+    model.observe = spy
     labels_before = model.buffer.labels.clone()
     rows = train_batch(model, scenario, 1)
     steps = [r["step"] for r in rows if r["metric"] == "loss/loss"]
-    assert steps == [5, 10, 15, 20] and batch_sizes == [(12, 12)] * 20
+    assert steps == [5, 10, 15, 20] and compositions == [(12, 12)] * 20
     assert int((model.buffer.labels != labels_before).sum()) <= 30  # h_1 = 60 // 2 slots overwritten
+
+
+@pytest.mark.parametrize("method", ["ar1_star_lr", "ar1_star"])
+def test_reusing_the_frozen_layers_activations_changes_no_number(prepared, backbone, method):
+    """The speed option computes a batch's latents once (not once per epoch) and the test set's once per run: the
+    losses, the weights and the test scores equal the recomputing path's exactly."""
+    runs = {}
+    for reuse in (True, False):
+        model, scenario = make(prepared, backbone, method, reuse_frozen_activations=reuse)
+        rows = [r["value"] for t in range(3) for r in train_batch(model, scenario, t)]
+        model.eval()
+        scores = [model.test_scores(scenario.test_x, scenario.transform, 128) for _ in range(2)]
+        runs[reuse] = rows, model.net.state_dict(), scores
+    (rows, state, scores), (rows_ref, state_ref, scores_ref) = runs[True], runs[False]
+    assert rows == rows_ref and all(torch.equal(state[k], state_ref[k]) for k in state)
+    assert all(torch.equal(a, b) for a, b in zip(scores, scores_ref))
 
 
 def test_cwr_head_holds_the_consolidated_rows_after_each_batch(prepared, backbone):

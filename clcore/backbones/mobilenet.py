@@ -77,10 +77,13 @@ class MobileNetV1(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_features(self.lower(x))
 
+    def from_latent(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of latent activations (the upper layers and the head)."""
+        return self.classifier(self.head_features(h))
+
     def forward(self, x: torch.Tensor, latent: torch.Tensor | None = None, return_latent: bool = False):
         h = self.lower(x)
-        z = h if latent is None else torch.cat([h, latent])
-        logits = self.classifier(self.head_features(z))
+        logits = self.from_latent(h if latent is None else torch.cat([h, latent]))
         return (logits, h) if return_latent else logits
 
     def freeze_lower(self) -> None:

@@ -150,6 +150,11 @@ class ContinualMethod(nn.Module):
         """Scores over all classes; the arg-max is the class-IL prediction."""
         return self.classify(x)
 
+    def test_scores(self, x_raw: torch.Tensor, transform, batch_size: int) -> torch.Tensor:
+        """`predict` over raw test images in batches (AR1 overrides it to reuse its frozen layers' activations)."""
+        return torch.cat([self.predict(transform.test(x_raw[start:start + batch_size]))
+                          for start in range(0, x_raw.shape[0], batch_size)])
+
     def evaluation_rows(self, scenario, after_task: int) -> list[dict]:
         """Metric rows beyond accuracy, logged after every task (SER: saliency metrics)."""
         return []

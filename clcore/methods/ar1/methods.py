@@ -60,6 +60,9 @@ class AR1Hparams(Hparams):
     shuffle_memory: bool = False              # upstream replays the memory in slot order every epoch
     reset_optimizer_each_batch: bool = False  # upstream keeps the momentum buffers from batch 1 on
     mask_unseen_eval: bool = False            # upstream scores all classes, unseen ones included
+    # speed, exact (docs/ar1.md#frozen-activations): the frozen lower layers run once per image of a batch and once
+    # per test image, not every epoch and evaluation as upstream; False recomputes them
+    reuse_frozen_activations: bool = True
 
 
 @register("naive_nic", head="linear")
@@ -105,7 +108,7 @@ class AR1(ContinualMethod):
         upper_convs = [p for name, p in net.upper.named_parameters() if name.endswith("conv.weight")]
         self.si = SIImportance(upper_convs, hp.si_xi, "path_integral", omega_max=hp.si_f_max, clip="read",
                                omega_min=0.0 if hp.si_clip_min_zero else None) if hp.si_lambda > 0 else None
-        self._collected: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._test_latents: tuple[torch.Tensor, list[torch.Tensor]] | None = None  # (test images, their latents)
 
     def make_optimizer(self):
         incremental = getattr(self, "task", -1) >= 1
@@ -128,13 +131,14 @@ class AR1(ContinualMethod):
         elif task.index > 1 and self.hp.reset_optimizer_each_batch:
             self.opt = self.make_optimizer()
 
-    def observe(self, x, y, x_raw, replay_slots: torch.Tensor | None = None):
-        """One SGD step on the new images `x` and the memory's activations at `replay_slots`."""
-        latent = labels = None
+    def observe(self, x, y, x_raw, replay_slots: torch.Tensor | None = None, h: torch.Tensor | None = None):
+        """One SGD step on the new images `x` (or their latent activations `h`, when already computed) and the
+        memory's activations at `replay_slots`."""
+        h = self.net.latent(x) if h is None else h
         if replay_slots is not None and replay_slots.numel():
-            latent, labels = self.buffer.activations[replay_slots], self.buffer.labels[replay_slots]
-        logits, h = self.net(x, latent=latent, return_latent=True)
-        ce = F.cross_entropy(logits, y if labels is None else torch.cat([y, labels]))
+            h, y = torch.cat([h, self.buffer.activations[replay_slots]]), torch.cat([y, self.buffer.labels[replay_slots]])
+        logits = self.net.from_latent(h)
+        ce = F.cross_entropy(logits, y)
         loss, out = ce, {"ce": ce}
         if self.si is not None:
             out["penalty"] = torch.as_tensor(self.si.penalty())
@@ -143,9 +147,11 @@ class AR1(ContinualMethod):
         self.step(loss)
         if self.si is not None:
             self.si.after_step(self.hp.lr)  # path_integral: reads each parameter's gradient and move
-        if self._collected is not None:
-            self._collected.append((h.detach(), y))
         return {"loss": loss, **out}
+
+    def _reuses_latents(self) -> bool:
+        """Whether a batch's latents may be computed once: lower layers to skip and no random augmentation."""
+        return self.hp.reuse_frozen_activations and len(self.net.lower) > 0 and not self.transform.is_random
 
     def train_task(self, task, on_epoch=None) -> list[dict]:
         hp, i, W = self.hp, task.index, self.net.classifier.weight
@@ -162,20 +168,26 @@ class AR1(ContinualMethod):
         n_memory = 0 if memory_labels is None else len(memory_labels)
         n_it, n_new, n_rep = (len(order) // B, B, 0) if i == 0 else minibatch_plan(n, n_memory, B)
         replay_order = torch.arange(n_memory, device=self.device)
+        latents, new_latents = None, []  # per image of the batch; epoch 0's, in minibatch order
         for epoch in range(hp.n_epochs if i == 0 else hp.inc_epochs):
             if epoch and hp.reshuffle_each_epoch:
                 order = order[torch.randperm(len(order), generator=self.generator, device=self.device)]
             if n_memory and hp.shuffle_memory:
                 replay_order = torch.randperm(n_memory, generator=self.generator, device=self.device)
-            self._collected = [] if epoch == 0 and self.uses_buffer else None
             start_steps = log.steps
             for k in range(n_it):
                 idx = order[k * n_new:(k + 1) * n_new]
-                x_raw = task.x[idx]
-                log.add(self.observe(self.transform.train(x_raw, self.generator), task.y[idx], x_raw,
-                                     replay_order[k * n_rep:(k + 1) * n_rep]))
-            if epoch == 0 and self.uses_buffer:
-                new_latents, self._collected = self._collected, None
+                if epoch and latents is not None:
+                    h = latents[idx]
+                else:
+                    h = self.net.latent(self.transform.train(task.x[idx], self.generator))
+                    if epoch == 0 and self.uses_buffer:
+                        new_latents.append((h, task.y[idx]))
+                    if self._reuses_latents():
+                        if latents is None:  # n rows in h's memory format
+                            latents = torch.empty_like(h[:1].expand(n, *h.shape[1:]))
+                        latents[idx] = h
+                log.add(self.observe(None, task.y[idx], None, replay_order[k * n_rep:(k + 1) * n_rep], h=h))
             rows += log.flush(epoch, log.steps - start_steps)
             if on_epoch:
                 on_epoch(epoch)
@@ -184,8 +196,7 @@ class AR1(ContinualMethod):
         if self.si is not None:
             self.si.consolidate()
         if self.uses_buffer:
-            self.buffer.update(torch.cat([h for h, _ in new_latents]), torch.cat([y for _, y in new_latents]), i,
-                               self.generator)
+            self.buffer.update(*map(torch.cat, zip(*new_latents)), i, self.generator)
         if self.cwr is not None:
             self.cwr.load(W)
             self.cwr.add_counts(counts)
@@ -193,8 +204,19 @@ class AR1(ContinualMethod):
         return rows
 
     def predict(self, x):
-        logits = self.net(x)
+        return self._masked(self.net(x))
+
+    def _masked(self, logits):
         return logits.masked_fill(~self.seen, float("-inf")) if self.hp.mask_unseen_eval else logits
+
+    def test_scores(self, x_raw, transform, batch_size):
+        """The test images' latents are computed at the first evaluation and kept: the lower layers never change."""
+        if not self.hp.reuse_frozen_activations or not len(self.net.lower):
+            return super().test_scores(x_raw, transform, batch_size)
+        if self._test_latents is None or self._test_latents[0] is not x_raw:
+            self._test_latents = (x_raw, [self.net.latent(transform.test(x_raw[start:start + batch_size]))
+                                          for start in range(0, x_raw.shape[0], batch_size)])
+        return torch.cat([self._masked(self.net.from_latent(h)) for h in self._test_latents[1]])
 
     def extra_state(self):
         return {"si": self.si.state_dict()} if self.si is not None else {}
