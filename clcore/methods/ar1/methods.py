@@ -136,9 +136,9 @@ class AR1(ContinualMethod):
         memory's activations at `replay_slots`."""
         h = self.net.latent(x) if h is None else h
         if replay_slots is not None and replay_slots.numel():
-            h, y = torch.cat([h, self.buffer.activations[replay_slots]]), torch.cat([y, self.buffer.labels[replay_slots]])
-        logits = self.net.from_latent(h)
-        ce = F.cross_entropy(logits, y)
+            h = torch.cat([h, self.buffer.activations[replay_slots]])
+            y = torch.cat([y, self.buffer.labels[replay_slots]])
+        ce = F.cross_entropy(self.net.from_latent(h), y)
         loss, out = ce, {"ce": ce}
         if self.si is not None:
             out["penalty"] = torch.as_tensor(self.si.penalty())
