@@ -55,7 +55,8 @@ class ReservoirBuffer:
     def add(self, **fields: torch.Tensor) -> None:
         batch_size = next(iter(fields.values())).shape[0]
         if not self.data:
-            self.data = {k: torch.zeros((self.capacity + 1, *v.shape[1:]), dtype=v.dtype, device=self.device)
+            self.data = {k: torch.zeros((self.capacity + 1, *v.shape[1:]), device=self.device,  # logits fp32 in bf16
+                                        dtype=torch.float32 if v.is_floating_point() else v.dtype)
                          for k, v in fields.items()}
         slots = self.target_slots(batch_size)
         for k, v in fields.items():

@@ -10,6 +10,7 @@ import click
 import yaml
 
 from .errors import CLError, gpu_oom_as_error
+from .speed import PRECISIONS
 
 EMBEDDED_HASHES = "config/reference/embedded_hashes.json"  # docs/datasets.md#reproducibility-of-generated-data
 
@@ -289,34 +290,61 @@ def collect(run_dirs, out_dir):
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None)
+@click.option("--data", type=click.Choice(["auto", "prepared", "fabricated"]), default="auto", show_default=True,
+              help="auto: the prepared dataset where it exists (or clcore generates it), else noise of its shape.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Default: the benchmark's.")
+@click.option("--channels-last/--no-channels-last", default=None, help="Default: the benchmark's.")
+@click.option("--compile/--no-compile", "compile_", default=None, help="Default: the benchmark's.")
 @click.option("--prepared-dir", default="resources/prepared", show_default=True)
 @click.option("--hparams-dir", default="config/hparams", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the rows to this Parquet file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def bench(benchmark, methods, buffer_size, steps, warmup, repeats, device, threads, prepared_dir, hparams_dir, out,
-          as_json):
-    """Images/s per method and the step-time overhead over the bare forward/backward passes."""
+def bench(benchmark, methods, buffer_size, steps, warmup, repeats, device, threads, data, precision, channels_last,
+          compile_, prepared_dir, hparams_dir, out, as_json):
+    """Images/s per method, and where a step's time goes (docs/speed.md#clcore-bench)."""
     import torch
 
     from .bench import BENCH_SCHEMA, run_bench
-    from .data import prepare as prepare_dataset
     from .results import write_table
-    from .scenarios import get_benchmark
 
     if threads:
         torch.set_num_threads(threads)
-    prepare_dataset(get_benchmark(benchmark).prepared, prepared_dir)
+    speed = {k: v for k, v in (("precision", precision), ("channels_last", channels_last), ("compile", compile_))
+             if v is not None}
     df = run_bench(benchmark, methods.split(","), buffer_size, steps, warmup, repeats, device, prepared_dir,
-                   hparams_dir)
+                   hparams_dir, speed, data)
     if out:
         write_table(df, BENCH_SCHEMA, out)
     if as_json:
         click.echo(df.to_json(orient="records", indent=2))
-    else:
-        cols = ["method", "images_per_s", "step_ms_median", "backbone_step_ms", "expected_passes", "overhead_ratio",
-                "aug_ms", "sample_ms", "insert_ms"]
-        click.echo(f"{benchmark}, {df.device_name.iloc[0]}, {df.threads.iloc[0]} threads, batch {df.batch_size.iloc[0]}")
-        click.echo(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        return
+    first = df.iloc[0]
+    click.echo(f"{benchmark} ({first.data} data), {first.device_name}, {first.threads} threads, batch "
+               f"{first.batch_size}, {first.precision}{', channels-last' if first.channels_last else ''}"
+               f"{', compiled' if first.compile else ''}")
+    cols = {"method": "method", "images_per_s": "img/s", "step_ms_median": "step ms", "backbone_step_ms": "bare ms",
+            "overhead_ratio": "overhead", "share_passes": "passes", "share_augmentation": "aug",
+            "share_sampling": "sample", "share_insertion": "insert", "share_other": "other",
+            "host_reads_per_step": "reads/step", "share_evaluation": "eval/task"}
+    click.echo(df[list(cols)].rename(columns=cols).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@main.command()
+@click.option("--benchmark", "-b", required=True, help="The benchmark whose dataset to imitate, e.g. seq-cifar10.")
+@click.option("--train-per-class", type=int, required=True)
+@click.option("--test-per-class", type=int, required=True)
+@click.option("--prepared-dir", default="resources/fabricated", show_default=True,
+              help="Not resources/prepared: noise must never stand in for a real dataset by accident.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def fabricate(benchmark, train_per_class, test_per_class, prepared_dir, seed):
+    """Noise images of a benchmark's real shape, as a prepared dataset, for timing runs (docs/speed.md)."""
+    from .bench import fabricate as fabricate_dataset
+    from .scenarios import get_benchmark
+
+    spec = get_benchmark(benchmark)
+    meta = fabricate_dataset(spec, prepared_dir, train_per_class, test_per_class, seed)
+    click.echo(f"{Path(prepared_dir) / spec.prepared}: {meta['splits']['train']['n']} training and "
+               f"{meta['splits']['test']['n']} test images of noise")
 
 
 if __name__ == "__main__":

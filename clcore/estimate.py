@@ -69,9 +69,14 @@ def input_shape(spec: BenchmarkSpec, prepared_dir) -> tuple[int, ...]:
     try:
         return tuple(metadata(spec.prepared, prepared_dir)["splits"]["train"]["fields"]["x"]["shape"][1:])
     except (OSError, KeyError):
-        base, size = parse_name(spec.prepared)
-        shape = KNOWN_DATASETS[base][1]
-        return shape if shape else (3, *size)
+        return known_input_shape(spec)
+
+
+def known_input_shape(spec: BenchmarkSpec) -> tuple[int, ...]:
+    """The image shape of the benchmark's dataset as released (or at its prepared @HxW size)."""
+    base, size = parse_name(spec.prepared)
+    shape = KNOWN_DATASETS[base][1]
+    return shape if shape else (3, *size)
 
 
 def steps_of(run: Run, prepared_dir) -> int:

@@ -42,7 +42,10 @@ class BenchmarkSpec:
     n_epochs: int = 1
     batch_size: int = 32
     lr_milestones: tuple[int, ...] = ()  # epochs of the task at which lr *= 0.1 (restarted every task)
+    # speed options (docs/speed.md): the embedded benchmarks take the fastest on a CPU, the paper ones the reference
     channels_last: bool = False  # conv weight layout, rounding-level effect (docs/protocol.md#channels-last)
+    precision: str = "fp32"
+    compile: bool = False
     # classes a class-IL row before the last task chooses among: "all" (the DER release, SER, WSCL) or "seen",
     # those of the tasks trained so far (later Mammoth, BI-R); docs/protocol.md#class-il-and-task-il
     class_il_rows: ClassILRows = "seen"
@@ -68,12 +71,17 @@ class BenchmarkSpec:
 
     def protocol(self) -> dict:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "lr_milestones": self.lr_milestones,
-                "channels_last": self.channels_last, "class_il_rows": self.class_il_rows}
+                "channels_last": self.channels_last, "precision": self.precision, "compile": self.compile,
+                "class_il_rows": self.class_il_rows}
 
 
 # ImageNet subsets, SALICON (UNISAL) and CORe50 (docs/protocol.md#normalisation)
 IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
+# The embedded benchmarks' speed options (docs/speed.md): the fastest on a CPU. Channels-last conv weights make the
+# CPU step of the nf-8 ResNet-18 1.3x faster (oneDNN's blocked kernels), bf16 where the CPU has it natively another
+# 1.3x; the paper benchmarks keep the reference path (fp32, contiguous).
+EMBEDDED_SPEED = dict(channels_last=True, precision="auto")
 _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "legacy_square"},
                    mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8,
                    class_il_rows="all")
@@ -81,7 +89,7 @@ _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "leg
 # augmented with the images), batch 8, one pass as in the paper's online protocol. Two epochs put the
 # embedded default at 20.2 min on 2 cores (limit 20); one pass brings it under, see config/hparams/ser.yaml
 # and docs/ser.md#embedded-epochs-and-learning-rate.
-_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, channels_last=True,
+_SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, **EMBEDDED_SPEED,
                    class_il_rows="all")  # SER's rule, as its paper blocks
 
 BENCHMARKS = {
@@ -156,13 +164,12 @@ BENCHMARKS = {
     # per-task MultiStepLR). Without it the 75-step tasks end while the weights still move fast, BN's
     # running statistics lag behind them and evaluation collapses on some seeds (joint seed 0: 62 %
     # test accuracy with the running statistics, 92 % with statistics recomputed on the train set).
-    # Channels-last conv weights make the CPU step 1.5x faster (oneDNN's blocked kernels).
     "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
-                                n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True),
+                                n_epochs=5, batch_size=32, lr_milestones=(4,), **EMBEDDED_SPEED),
     # seq-shapes for WSCL (docs/wscl.md#embedded-study): 3 epochs, since a task's first epoch trains up to 7 copies
     # of the model; the last at lr/10 as on seq-shapes. Class-IL rows choose among all heads, as WSCL evaluates.
     "seq-shapes-wscl": BenchmarkSpec("seq-shapes-wscl", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4,
-                                     hflip=True, n_epochs=3, batch_size=32, lr_milestones=(2,), channels_last=True,
+                                     hflip=True, n_epochs=3, batch_size=32, lr_milestones=(2,), **EMBEDDED_SPEED,
                                      class_il_rows="all"),
     # AKR's embedded protocol (docs/akr.md#embedded-study) [OURS]: the CIFAR ResNet family at small sizes (ResNet-8,
     # n 1 nf 8 on the 8x8 digits; ResNet-14, n 2 nf 8 on shapes), the optimiser rebuilt every phase as inclearn does,
@@ -171,13 +178,13 @@ BENCHMARKS = {
     "seq-digits-akr": BenchmarkSpec("seq-digits-akr", "digits", 5, 2, "resnet32", {"nf": 8, "n": 1}, crop_padding=1,
                                     n_epochs=30, batch_size=32, lr_milestones=(23, 28), reset_optimizer_each_task=True),
     "seq-shapes-akr": BenchmarkSpec("seq-shapes-akr", "shapes", 5, 2, "resnet32", {"nf": 8, "n": 2}, crop_padding=4,
-                                    n_epochs=12, batch_size=64, lr_milestones=(9, 11), channels_last=True,
+                                    n_epochs=12, batch_size=64, lr_milestones=(9, 11), **EMBEDDED_SPEED,
                                     reset_optimizer_each_task=True),
     # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
     # (docs/datasets.md#spurious-class-signatures; our stand-in for SER's unpublished signature protocol).
     "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},
                                          crop_padding=4, hflip=True, n_epochs=5, batch_size=32,
-                                         lr_milestones=(4,), channels_last=True, spurious_fraction=1.0),
+                                         lr_milestones=(4,), **EMBEDDED_SPEED, spurious_fraction=1.0),
 }
 
 
@@ -221,7 +228,7 @@ STREAMS = {
     # shapes-nic-40 (the embedded default): 10 videos per batch, new objects spread over the first 80 % of the stream
     **{f"shapes-nic-{n}": StreamSpec(f"shapes-nic-{n}", "shapes", n, 0, "mobilenet_v1",
                                      {"width": 0.25, "init_stride": 1}, batch_size=24, label_field="object",
-                                     channels_last=True,
+                                     **EMBEDDED_SPEED,
                                      intro_spread=0.8 if n == 40 else None, shuffle_frames=True, **_NIC)
        for n in (40, 79, 196, 391)},
 }
@@ -370,10 +377,13 @@ class Scenario:
     def n_classes(self) -> int:
         return self.spec.n_classes
 
-    def build_net(self, channels_last: bool = False) -> torch.nn.Module:
+    def build_net(self, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
         """A freshly initialised backbone for this benchmark, on the training device."""
         net = build_backbone(self.spec.backbone, self.input_shape, self.n_classes, **self.spec.backbone_options)
-        return net.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        net = net.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        if compile:
+            net.compile()
+        return net
 
     def task(self, t: int, fields: tuple[str, ...] = ()) -> Task:
         """Task t's training data, with the per-sample `fields` a method observes (e.g. SER's "sal")."""

@@ -35,6 +35,7 @@ from .results import (
     save_metrics,
 )
 from .scenarios import Scenario, get_benchmark, load_scenario
+from .speed import numerics, resolved_precision
 
 log = logging.getLogger("clcore.train")
 CHECKPOINT = "checkpoint.pt"
@@ -163,7 +164,8 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
     else:
         rows, first_task, phases = [], 0, {"train_s": [], "eval_s": [], "elapsed_s": 0.0}
         if model.random_init_probe and not scenario.is_stream:
-            rows += _evaluation_rows(model, scenario, RANDOM_INIT_ROW)[0]
+            with numerics(hp.precision, dev):
+                rows += _evaluation_rows(model, scenario, RANDOM_INIT_ROW)[0]
 
     elapsed_before = phases["elapsed_s"]  # time spent before a kill, for wall_time_s
     tasks = range(first_task, scenario.n_tasks)
@@ -177,13 +179,15 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
         tic = time.time()
         task = scenario.task(t, model.stream_fields)
         model.begin_task(task)
-        rows += model.train_task(task, on_epoch=(lambda e: bar.update(1)) if bar else None)
+        with numerics(hp.precision, dev):
+            rows += model.train_task(task, on_epoch=(lambda e: bar.update(1)) if bar else None)
         model.end_task(task)
         if t + 1 < scenario.n_tasks:
             model.look_ahead(scenario, t + 1)
         phases["train_s"].append(time.time() - tic)
         tic = time.time()
-        eval_rows, headline = _evaluation_rows(model, scenario, t)
+        with numerics(hp.precision, dev):
+            eval_rows, headline = _evaluation_rows(model, scenario, t)
         rows += eval_rows
         phases["eval_s"].append(time.time() - tic)
         log.info("task %d/%d: %s (train %.1f s)", t + 1, scenario.n_tasks, headline, phases["train_s"][-1])
@@ -214,6 +218,7 @@ def _train(benchmark, method, cls, hp, buffer_size, seed, hparams, prepared_dir,
                      "python": platform.python_version()},
         "git_commit": git_commit(), "device": describe(dev), "host": platform.node(), "gpu_slot": gpu_slot,
         "threads": torch.get_num_threads(),
+        "precision_used": resolved_precision(hp.precision, dev),  # what `auto` became on this device
         "wall_time_s": elapsed_before + time.time() - started,
         "phases": phases,
         "peak_host_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -236,7 +241,7 @@ def _scenario(method: str, spec, prepared_dir, dev, artefacts: dict, hp, seed: i
 def build_method(cls, hp, scenario: Scenario, seed: int, buffer_size: int, artefacts: dict | None = None):
     """A freshly initialised method on the scenario's device, as training, `load_trained` and the
     benchmark build it."""
-    make_net = functools.partial(scenario.build_net, hp.channels_last)
+    make_net = functools.partial(scenario.build_net, hp.channels_last, hp.compile)
     ctx = Context(n_classes=scenario.n_classes, task_classes=scenario.task_classes, transform=scenario.transform,
                   device=scenario.device, seed=seed, buffer_size=buffer_size, make_net=make_net,
                   reset_optimizer_each_task=scenario.spec.reset_optimizer_each_task, artefacts=dict(artefacts or {}),

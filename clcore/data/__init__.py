@@ -41,6 +41,8 @@ def _prepare_digits(ctx):
     return prepare_digits()
 
 
+GENERATED = ("digits", "shapes")  # made by clcore itself: nothing to download
+
 # base name (no @HxW) -> function(PrepareContext) returning (splits, meta[, index]) for write_prepared
 PREPARERS = {"digits": _prepare_digits, "shapes": _prepare_shapes, "mnist": prepare_mnist,
              "cifar10": prepare_cifar10, "cifar100": prepare_cifar100, "tinyimagenet": prepare_tinyimagenet,

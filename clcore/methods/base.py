@@ -8,7 +8,6 @@ synchronises with the device: losses are summed on the device and copied once pe
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,6 +20,7 @@ from ..buffers import ReservoirBuffer
 from ..errors import NonFiniteLossError
 from ..results import metric_rows
 from ..scenarios import ClassILRows
+from ..speed import Precision, deep_copy
 
 
 @dataclass
@@ -32,7 +32,10 @@ class Hparams:
     optim_mom: float = 0.0   # Mammoth default: plain SGD
     lr_milestones: tuple[int, ...] = ()  # set by the benchmark protocol: epochs where lr *= lr_gamma, every task
     lr_gamma: float = 0.1
-    channels_last: bool = False  # set by the benchmark protocol (memory layout of the conv weights)
+    # speed options (docs/speed.md): how the run computes, not what; set by the benchmark protocol
+    channels_last: bool = False  # NHWC conv weights and activations
+    precision: Precision = "fp32"  # bf16: training steps and evaluations under autocast
+    compile: bool = False  # torch.compile of the backbone's forward
     class_il_rows: ClassILRows = "seen"  # set by the benchmark protocol: the classes a class-IL row chooses among
 
 
@@ -196,7 +199,7 @@ class ContinualMethod(nn.Module):
 
     def frozen_copy(self, module: nn.Module) -> nn.Module:
         """A deep copy with gradients off (the caller registers it under a name listed in `frozen`)."""
-        teacher = copy.deepcopy(module).eval()
+        teacher = deep_copy(module).eval()
         return teacher.requires_grad_(False)
 
     def train(self, mode: bool = True):
