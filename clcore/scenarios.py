@@ -225,10 +225,11 @@ STREAMS = {
                                        {"width": 1.0, "init_stride": 2}, batch_size=128, test_split="test_reduced",
                                        checkpoint_every=10, **_NIC)
        for n in (79, 196, 391)},
-    # shapes-nic-40 (the embedded default): 10 videos per batch, new objects spread over the first 80 % of the stream
+    # shapes-nic-40 (the embedded default): 10 videos per batch, new objects spread over the first 80 % of the stream.
+    # fp32: batch renormalisation is not validated in bf16 (docs/speed.md#defaults); the runs are short anyway.
     **{f"shapes-nic-{n}": StreamSpec(f"shapes-nic-{n}", "shapes", n, 0, "mobilenet_v1",
                                      {"width": 0.25, "init_stride": 1}, batch_size=24, label_field="object",
-                                     **EMBEDDED_SPEED,
+                                     channels_last=True,
                                      intro_spread=0.8 if n == 40 else None, shuffle_frames=True, **_NIC)
        for n in (40, 79, 196, 391)},
 }

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import SUMMARY
 
 from clcore.bench import BENCH_SCHEMA, fabricate
 from clcore.cli import main
@@ -23,7 +24,6 @@ from clcore.report.stats import paired
 from clcore.scenarios import get_benchmark, load_scenario
 from clcore.speed import numerics
 from clcore.train import build_method, run_training
-from helpers import SUMMARY
 
 REPO = Path(__file__).resolve().parents[1]
 
