@@ -6,7 +6,7 @@ Where the time per step comes from, in this order, and the estimate says which o
    median wall time per planned step, evaluation and checkpoints included;
 2. the benchmark's backbone step (forward, cross-entropy, backward, SGD step on random inputs of the
    benchmark's real shape and batch size) timed now on this machine's device, times the method's forward and
-   backward passes per step (`clcore.bench.EXPECTED_PASSES`); methods with their own networks (the BI-R
+   backward passes per step (`clcore.bench.expected_passes`); methods with their own networks (the BI-R
    family) or no known pass count get no estimate this way and are listed as unmeasured.
 No dataset is needed: task sizes come from the prepared data where it exists, else from the datasets' known
 training-set sizes below.
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .backbones import build_backbone
-from .bench import EXPECTED_PASSES, _time_windows, bare_step
+from .bench import _time_windows, bare_step, expected_passes
 from .data import metadata
 from .data.prepared import parse_name, read_split
 from .device import describe, pick_device
@@ -139,7 +139,7 @@ def estimate(config: dict, measured=(), measure_backbones: bool = False, device:
     for run in pipeline.runs.values():
         steps = steps_of(run, prepared_dir)
         hit = by_method.get((run.benchmark, run.method))
-        passes = EXPECTED_PASSES.get(run.method)
+        passes = expected_passes(run.method, make_hparams(run.method, run.hparams))
         if hit:
             s_per_step, source = hit["s_per_step"], f"finished runs ({hit['n']} on {hit['device']})"
         elif measure_backbones and passes is not None:

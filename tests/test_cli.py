@@ -61,7 +61,8 @@ def test_bench_schema_and_overhead(tmp_path, prepared_dir):
     assert table.schema.equals(BENCH_SCHEMA, check_metadata=False)
     df = table.to_pandas()
     assert (df.step_ms_median > 0).all() and (df.backbone_step_ms > 0).all() and (df.images_per_s > 0).all()
-    assert list(df.expected_passes) == [1, 2, 3]
+    # the stream batch (16) plus each replay draw of minibatch_size 32: ER one draw, DER++ two
+    assert list(df.expected_passes) == [1, 1 + 32 / 16, 1 + 2 * 32 / 16]
 
 
 def test_sigkill_during_third_task_then_resume(tmp_path, prepared_dir):

@@ -48,8 +48,9 @@ def test_device_hours_from_finished_runs_then_from_the_backbone_proxy(tmp_path, 
     table, notes = est.estimate(config(tmp_path, ["sgd", "derpp", "bir"]), [runs], True, "cpu", prepared_dir)
     by = {(r.run_name, r.seed): r for r in table.itertuples()}
     assert by[("sgd", 1)].s_per_step == pytest.approx(2.0) and by[("sgd", 1)].source.startswith("finished runs (1")
-    assert by[("derpp", 0)].s_per_step == pytest.approx(0.5 * 3) and "x 3 passes" in by[("derpp", 0)].source
-    assert by[("derpp", 0)].device_hours == pytest.approx(by[("derpp", 0)].steps * 1.5 / 3600)
+    # DER++ on seq-digits: the stream batch of 16 and two replay draws of 32, 5 passes' worth
+    assert by[("derpp", 0)].s_per_step == pytest.approx(0.5 * 5) and "x 5 passes" in by[("derpp", 0)].source
+    assert by[("derpp", 0)].device_hours == pytest.approx(by[("derpp", 0)].steps * 2.5 / 3600)
     assert math.isnan(by[("bir", 0)].s_per_step) and by[("bir", 0)].source == "unmeasured"
     lines = est.summary_lines(table, notes)
     assert any(line.startswith("total: ") and "for 4 of 6 runs" in line for line in lines)
