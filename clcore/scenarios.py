@@ -42,7 +42,7 @@ class BenchmarkSpec:
     n_epochs: int = 1
     batch_size: int = 32
     lr_milestones: tuple[int, ...] = ()  # epochs of the task at which lr *= 0.1 (restarted every task)
-    # speed options (docs/speed.md): the embedded benchmarks take the fastest on a CPU, the paper ones the reference
+    # speed options (docs/speed.md#defaults): the paper benchmarks keep the reference path (fp32, contiguous)
     channels_last: bool = False  # conv weight layout, rounding-level effect (docs/protocol.md#channels-last)
     precision: str = "fp32"
     compile: bool = False
@@ -78,10 +78,6 @@ class BenchmarkSpec:
 # ImageNet subsets, SALICON (UNISAL) and CORe50 (docs/protocol.md#normalisation)
 IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
-# The embedded benchmarks' speed options (docs/speed.md): the fastest on a CPU. Channels-last conv weights make the
-# CPU step of the nf-8 ResNet-18 1.3x faster (oneDNN's blocked kernels), bf16 where the CPU has it natively another
-# 1.3x; the paper benchmarks keep the reference path (fp32, contiguous).
-EMBEDDED_SPEED = dict(channels_last=True, precision="auto")
 _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "legacy_square"},
                    mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"], n_epochs=1, batch_size=8,
                    class_il_rows="all")
@@ -89,7 +85,6 @@ _SER_IMAGES = dict(backbone="resnet18", backbone_options={"nf": 64, "pool": "leg
 # augmented with the images), batch 8, one pass as in the paper's online protocol. Two epochs put the
 # embedded default at 20.2 min on 2 cores (limit 20); one pass brings it under, see config/hparams/ser.yaml
 # and docs/ser.md#embedded-epochs-and-learning-rate.
-# fp32: in bf16 this online protocol's DER++ fell from 44 to 15 % (docs/speed.md#defaults).
 _SER_SHAPES = dict(backbone="resnet18", backbone_options={"nf": 8}, n_epochs=1, batch_size=8, channels_last=True,
                    class_il_rows="all")  # SER's rule, as its paper blocks
 
@@ -165,12 +160,15 @@ BENCHMARKS = {
     # per-task MultiStepLR). Without it the 75-step tasks end while the weights still move fast, BN's
     # running statistics lag behind them and evaluation collapses on some seeds (joint seed 0: 62 %
     # test accuracy with the running statistics, 92 % with statistics recomputed on the train set).
+    # Speed (docs/speed.md#defaults): channels-last conv weights make the CPU step 1.3x faster (oneDNN's blocked
+    # kernels), bf16 where the CPU has it natively 1.35x more, with results statistically equal to fp32's. The other
+    # embedded conv benchmarks take channels-last only: bf16 is not validated there.
     "seq-shapes": BenchmarkSpec("seq-shapes", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4, hflip=True,
-                                n_epochs=5, batch_size=32, lr_milestones=(4,), **EMBEDDED_SPEED),
+                                n_epochs=5, batch_size=32, lr_milestones=(4,), channels_last=True, precision="auto"),
     # seq-shapes for WSCL (docs/wscl.md#embedded-study): 3 epochs, since a task's first epoch trains up to 7 copies
     # of the model; the last at lr/10 as on seq-shapes. Class-IL rows choose among all heads, as WSCL evaluates.
     "seq-shapes-wscl": BenchmarkSpec("seq-shapes-wscl", "shapes", 5, 2, "resnet18", {"nf": 8}, crop_padding=4,
-                                     hflip=True, n_epochs=3, batch_size=32, lr_milestones=(2,), **EMBEDDED_SPEED,
+                                     hflip=True, n_epochs=3, batch_size=32, lr_milestones=(2,), channels_last=True,
                                      class_il_rows="all"),
     # AKR's embedded protocol (docs/akr.md#embedded-study) [OURS]: the CIFAR ResNet family at small sizes (ResNet-8,
     # n 1 nf 8 on the 8x8 digits; ResNet-14, n 2 nf 8 on shapes), the optimiser rebuilt every phase as inclearn does,
@@ -179,13 +177,13 @@ BENCHMARKS = {
     "seq-digits-akr": BenchmarkSpec("seq-digits-akr", "digits", 5, 2, "resnet32", {"nf": 8, "n": 1}, crop_padding=1,
                                     n_epochs=30, batch_size=32, lr_milestones=(23, 28), reset_optimizer_each_task=True),
     "seq-shapes-akr": BenchmarkSpec("seq-shapes-akr", "shapes", 5, 2, "resnet32", {"nf": 8, "n": 2}, crop_padding=4,
-                                    n_epochs=12, batch_size=64, lr_milestones=(9, 11), **EMBEDDED_SPEED,
+                                    n_epochs=12, batch_size=64, lr_milestones=(9, 11), channels_last=True,
                                     reset_optimizer_each_task=True),
     # seq-shapes with a 4x4 class signature pasted on the training images; the test set stays clean
     # (docs/datasets.md#spurious-class-signatures; our stand-in for SER's unpublished signature protocol).
     "seq-shapes-spurious": BenchmarkSpec("seq-shapes-spurious", "shapes", 5, 2, "resnet18", {"nf": 8},
                                          crop_padding=4, hflip=True, n_epochs=5, batch_size=32,
-                                         lr_milestones=(4,), **EMBEDDED_SPEED, spurious_fraction=1.0),
+                                         lr_milestones=(4,), channels_last=True, spurious_fraction=1.0),
 }
 
 
@@ -226,8 +224,7 @@ STREAMS = {
                                        {"width": 1.0, "init_stride": 2}, batch_size=128, test_split="test_reduced",
                                        checkpoint_every=10, **_NIC)
        for n in (79, 196, 391)},
-    # shapes-nic-40 (the embedded default): 10 videos per batch, new objects spread over the first 80 % of the stream.
-    # fp32: batch renormalisation is not validated in bf16 (docs/speed.md#defaults); the runs are short anyway.
+    # shapes-nic-40 (the embedded default): 10 videos per batch, new objects spread over the first 80 % of the stream
     **{f"shapes-nic-{n}": StreamSpec(f"shapes-nic-{n}", "shapes", n, 0, "mobilenet_v1",
                                      {"width": 0.25, "init_stride": 1}, batch_size=24, label_field="object",
                                      channels_last=True,
