@@ -57,15 +57,3 @@ def numerics(precision: str, device):
     # in place, and a cached copy would keep serving the weights of the first forward
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
-
-def deep_copy(module):
-    """A deep copy of `module` whose compiled forwards (`compile: true`) are its own: a plain deep copy would keep
-    calling the original's, since `nn.Module.compile` stores a compiled function bound to that module."""
-    import copy
-
-    clone = copy.deepcopy(module)
-    for sub in clone.modules():
-        if getattr(sub, "_compiled_call_impl", None) is not None:
-            sub._compiled_call_impl = None
-            sub.compile()
-    return clone

@@ -5,13 +5,17 @@ reference path over seeds."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from helpers import SUMMARY
 
@@ -114,3 +118,20 @@ def test_speed_options_keep_the_results_statistically_equal_over_seeds(prepared_
             f"{comparison.diff.mean:+.2f} [{comparison.diff.ci_low:+.2f}, {comparison.diff.ci_high:+.2f}] "
             f"(reference {np.mean(list(reference.values())):.2f})")
         assert not comparison.excludes_zero or abs(comparison.diff.mean) < 2, (option, comparison)
+
+
+def test_a_compiled_networks_copies_compute_with_their_own_weights():
+    """`compile: true` compiles the backbone in place; the deep copies methods make of it (teachers, WSCL's
+    candidates) must run their own weights, not the original's compiled forward."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("torch.compile on a CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    net.compile()
+    x = torch.randn(2, 4)
+    assert torch.allclose(net(x), F.linear(x, net[0].weight, net[0].bias), atol=1e-6)
+    clone = copy.deepcopy(net)
+    with torch.no_grad():
+        clone[0].weight.add_(1.0)
+    assert torch.allclose(clone(x), F.linear(x, clone[0].weight, clone[0].bias), atol=1e-6)
+    assert not torch.allclose(clone(x), net(x))

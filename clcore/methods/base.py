@@ -8,6 +8,7 @@ synchronises with the device: losses are summed on the device and copied once pe
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,7 +21,7 @@ from ..buffers import ReservoirBuffer
 from ..errors import NonFiniteLossError
 from ..results import metric_rows
 from ..scenarios import ClassILRows
-from ..speed import Precision, deep_copy
+from ..speed import Precision
 
 
 @dataclass
@@ -199,7 +200,7 @@ class ContinualMethod(nn.Module):
 
     def frozen_copy(self, module: nn.Module) -> nn.Module:
         """A deep copy with gradients off (the caller registers it under a name listed in `frozen`)."""
-        teacher = deep_copy(module).eval()
+        teacher = copy.deepcopy(module).eval()
         return teacher.requires_grad_(False)
 
     def train(self, mode: bool = True):

@@ -12,6 +12,7 @@ Everything the base method sees is in head indices; `predict` reads the heads ba
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,6 @@ from torch import nn
 from ...buffers import ReservoirBuffer
 from ...errors import InputError
 from ...results import RANDOM_INIT_ROW, SETTINGS, accuracy_rows, metric_rows
-from ...speed import deep_copy
 from .. import register
 from ..base import ContinualMethod, LossLog
 from ..baselines import DER, ER, ERACE, ERACEHparams
@@ -335,7 +335,7 @@ class WSCL(ContinualMethod):
     def _copy(self, t: int, k: int):
         """An independent copy of the base method (network, optimiser, buffer, replay state), whose generator is
         reseeded from (seed, task, copy) so its replay draws do not depend on the other copies."""
-        clone = deep_copy(self.base)
+        clone = copy.deepcopy(self.base)
         clone.generator.manual_seed(int(np.random.SeedSequence([self.ctx.seed, t, k]).generate_state(1)[0]))
         return clone
 
