@@ -174,9 +174,6 @@ class _Breakdown:
             _sync(self.dev)
 
 
-SPEED_OPTIONS = ("channels_last", "precision", "compile")
-
-
 def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, warmup: int, repeats: int,
                  hparams_dir="config/hparams", speed: dict | None = None, data: str = "prepared",
                  prepared_dir="resources/prepared") -> dict:
@@ -248,8 +245,8 @@ def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, 
     task_ms = median * cls.planned_steps(hp, sizes, buffer_size) / len(sizes)
     eval_task_ms = eval_ms * scenario.test_x.shape[0] / n_eval
     return {"benchmark": spec.name, "method": method, "backbone": spec.backbone, "batch_size": bs,
-            "buffer_size": buffer_size, "data": data, **{k: getattr(hp, k) for k in SPEED_OPTIONS},
-            "precision": resolved_precision(hp.precision, dev),
+            "buffer_size": buffer_size, "data": data, "channels_last": hp.channels_last,
+            "precision": resolved_precision(hp.precision, dev), "compile": hp.compile,
             "device_name": describe(dev), "torch_version": torch.__version__,
             "threads": torch.get_num_threads(), "step_ms_median": median, "step_ms_p10": q[0], "step_ms_p90": q[-1],
             "backbone_step_ms": backbone_ms, "ratio": ratio, "expected_passes": passes,
@@ -265,7 +262,7 @@ def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, 
 
 
 # test images per class of the released datasets, for fabricated stand-ins (the evaluation's share)
-TEST_PER_CLASS = {"mnist": 1000, "cifar10": 1000, "cifar100": 100, "tinyimagenet": 50, "fg-imagenet": 50}
+TEST_PER_CLASS = {"mnist": 1000, "cifar10": 1000, "cifar100": 100, "tinyimagenet": 50}
 
 
 def bench_scenario(benchmark: str, buffer_size: int, dev, data: str = "auto", prepared_dir="resources/prepared",
