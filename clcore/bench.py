@@ -237,7 +237,7 @@ def bench_method(scenario: Scenario, method: str, buffer_size: int, steps: int, 
     q = statistics.quantiles(method_ms, n=10) if len(method_ms) > 1 else [median] * 9
     share = {name: ms / n_instrumented / median for name, ms in breakdown.ms.items()}
     share["passes"] = passes * backbone_ms / median
-    share["other"] = 1 - sum(v for v in share.values() if v == v)  # losses, optimiser, what no pass counts
+    share["other"] = 1 - sum(share.values())  # losses, optimiser, what the pass estimate misses (NaN without one)
     # evaluation's share of a task of the protocol: its planned steps against one evaluation of the test set
     from .estimate import task_sizes  # estimate imports this module
 

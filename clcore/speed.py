@@ -4,7 +4,7 @@ method (`Hparams`), so it is recorded in run.json, and an override of one names 
 - `channels_last`: conv weights and activations in NHWC (oneDNN's and cuDNN's fast layout); rounding-level effect.
 - `precision: bf16`: the training steps and the evaluations under `torch.autocast(bfloat16)`: convolutions and
   matrix products in bf16, losses and the optimiser in fp32; buffers, stored logits and metrics stay fp32.
-  `auto`: bf16 where the device computes it natively, else fp32 (the embedded benchmarks: fastest on any CPU).
+  `auto`: bf16 where the device computes it natively, else fp32 (`seq-shapes`: the fastest on any CPU).
 - `compile`: `torch.compile` of the backbone's forward (the first steps pay the compilation).
 
 `fp32` is the reference: it also turns TF32 off on CUDA, where PyTorch's defaults mix it in for convolutions.
@@ -13,6 +13,7 @@ method (`Hparams`), so it is recorded in run.json, and an override of one names 
 from __future__ import annotations
 
 import contextlib
+import functools
 import typing
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,11 @@ def native_bf16(device) -> bool:
 
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return _cpu_has_native_bf16()
+
+
+@functools.cache  # read once per process, not at every task and evaluation
+def _cpu_has_native_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:  # not Linux: no way to tell here, so the reference
@@ -56,4 +62,3 @@ def numerics(precision: str, device):
     # no cache of the bf16 weight copies: the context spans whole tasks, whose optimiser steps change the weights
     # in place, and a cached copy would keep serving the weights of the first forward
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
-
